@@ -1,0 +1,111 @@
+"""AWS client configuration and the error taxonomy every AWS call site shares.
+
+Clients are never built at import time. Core code takes a `ClientFactory` (a callable that returns a
+boto3 client for a service name): in flows and the CLI that is `AwsCredentials.get_client` from the
+credentials block; on the compute it is `boto3_client_factory()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from mltp.errors import AwsAccessError
+
+ClientFactory = Callable[[str], Any]
+
+# Adaptive mode adds client-side rate limiting on top of retries, so a burst of polls slows down
+# instead of throttling the whole account.
+RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "adaptive", "max_attempts": 8}}
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "RequestThrottled",
+        "ProvisionedThroughputExceededException",
+    }
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AuthFailure",
+        "InvalidToken",
+    }
+)
+_CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+
+
+def botocore_config() -> Config:
+    return Config(**RETRY_CONFIG)
+
+
+def boto3_client_factory(region: str | None = None, endpoint_url: str | None = None) -> ClientFactory:
+    """Clients from the default credential chain (instance role, env); what the compute side uses."""
+    session = boto3.Session(region_name=region)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint_url, config=botocore_config())
+
+    return client
+
+
+def error_code(error: BaseException) -> str | None:
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code")
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures worth retrying: throttling, AWS 5xx, dropped or refused connections."""
+    if isinstance(error, _CONNECTION_ERRORS):
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(error) in THROTTLING_CODES or status >= 500
+    return False
+
+
+def caller_identity(clients: ClientFactory) -> dict[str, str]:
+    """STS GetCallerIdentity, with credential and connection failures turned into `AwsAccessError`."""
+    try:
+        identity = clients("sts").get_caller_identity()
+    except (NoCredentialsError, PartialCredentialsError) as error:
+        raise AwsAccessError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
+            "and run `mltp blocks init`"
+        ) from error
+    except _CONNECTION_ERRORS as error:
+        raise AwsAccessError(
+            f"cannot reach AWS at {error.kwargs.get('endpoint_url', 'its endpoint')}: "
+            "start the sandbox with `mltp sandbox up`, or fix AWS_ENDPOINT_URL and run `mltp blocks init`"
+        ) from error
+    except ClientError as error:
+        if error_code(error) in CREDENTIAL_CODES:
+            raise AwsAccessError(
+                f"AWS rejected the credentials ({error_code(error)}): check AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, then run `mltp blocks init`"
+            ) from error
+        raise
+    return {"account": identity["Account"], "arn": identity["Arn"]}
