@@ -1,0 +1,131 @@
+"""The platform's five blocks: build them from settings, save them, load them back.
+
+Names are fixed so flows, deployments and the CLI find the blocks without configuration:
+`aws-credentials/mltp-aws`, `s3-bucket/mltp-datasets`, `s3-bucket/mltp-models`,
+`mltp-ec2-compute/mltp-ec2` and `mltp-lambda-compute/mltp-lambda`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+
+from blocks.compute import Ec2Compute, LambdaCompute
+from mltp.aws import RETRY_CONFIG, caller_identity
+from mltp.buckets import ensure_buckets
+from mltp.errors import MltpError
+from mltp.settings import PlatformSettings
+
+CREDENTIALS = "mltp-aws"
+DATASETS = "mltp-datasets"
+MODELS = "mltp-models"
+EC2 = "mltp-ec2"
+LAMBDA = "mltp-lambda"
+
+CUSTOM_BLOCK_TYPES = (Ec2Compute, LambdaCompute)
+
+
+@dataclass
+class PlatformBlocks:
+    credentials: AwsCredentials
+    datasets: S3Bucket
+    models: S3Bucket
+    ec2: Ec2Compute
+    lambda_: LambdaCompute
+
+    def named(self) -> list[tuple[str, object]]:
+        return [
+            (CREDENTIALS, self.credentials),
+            (DATASETS, self.datasets),
+            (MODELS, self.models),
+            (EC2, self.ec2),
+            (LAMBDA, self.lambda_),
+        ]
+
+
+def build_blocks(settings: PlatformSettings) -> PlatformBlocks:
+    credentials = AwsCredentials(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token.get_secret_value() if settings.session_token else None,
+        profile_name=settings.profile_name,
+        region_name=settings.region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=settings.endpoint_url, config=RETRY_CONFIG),
+    )
+    return PlatformBlocks(
+        credentials=credentials,
+        datasets=S3Bucket(bucket_name=settings.data_bucket, credentials=credentials),
+        models=S3Bucket(bucket_name=settings.models_bucket, credentials=credentials),
+        ec2=Ec2Compute(
+            ami_id=settings.ec2_ami_id,
+            instance_type=settings.ec2_instance_type,
+            allowed_instance_types=settings.ec2_allowed_instance_types,
+            subnet_id=settings.ec2_subnet_id,
+            security_group_ids=settings.ec2_security_group_ids,
+            instance_profile=settings.ec2_instance_profile,
+            key_name=settings.ec2_key_name,
+            use_spot=settings.ec2_use_spot,
+            max_runtime_minutes=settings.ec2_max_runtime_minutes,
+        ),
+        lambda_=LambdaCompute(
+            function_name=f"{settings.lambda_function_prefix}trainer",
+            runtime=settings.lambda_runtime,
+            memory_mb=settings.lambda_memory_mb,
+            timeout_seconds=settings.lambda_timeout_seconds,
+            ephemeral_storage_mb=settings.lambda_ephemeral_storage_mb,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class InitReport:
+    account: str
+    buckets: dict[str, str]
+    blocks: list[str]
+
+
+def register_block_types() -> None:
+    """Register our block types so the UI's catalogue lists them even before a block exists."""
+    for block_type in CUSTOM_BLOCK_TYPES:
+        block_type.register_type_and_schema()
+
+
+def init_blocks(settings: PlatformSettings) -> InitReport:
+    """Check the credentials, create missing buckets, then create or update every block.
+
+    Nothing is saved unless the credentials work and both buckets are ours, so a failed run leaves the
+    previous blocks untouched.
+    """
+    blocks = build_blocks(settings)
+    account = caller_identity(blocks.credentials.get_client)["account"]
+    buckets = ensure_buckets(
+        blocks.credentials.get_client,
+        [settings.data_bucket, settings.models_bucket],
+        settings.region,
+        account,
+    )
+    register_block_types()
+    for name, block in blocks.named():
+        block.save(name, overwrite=True)
+    return InitReport(account=account, buckets=buckets, blocks=[name for name, _ in blocks.named()])
+
+
+def load_blocks() -> PlatformBlocks:
+    """Load all five blocks, or say which are missing and how to create them."""
+    loaders = {
+        CREDENTIALS: AwsCredentials,
+        DATASETS: S3Bucket,
+        MODELS: S3Bucket,
+        EC2: Ec2Compute,
+        LAMBDA: LambdaCompute,
+    }
+    loaded, missing = {}, []
+    for name, block_type in loaders.items():
+        try:
+            loaded[name] = block_type.load(name)
+        except ValueError:
+            missing.append(f"{block_type.get_block_type_slug()}/{name}")
+    if missing:
+        raise MltpError(f"blocks missing: {', '.join(missing)}: run `mltp blocks init` to create them")
+    return PlatformBlocks(*loaded.values())
