@@ -1,0 +1,1 @@
+"""The local sandbox: moto server + Prefect server on loopback, state under `.mltp/`."""

@@ -1,0 +1,275 @@
+"""`mltp sandbox up | down | status`: a moto server and a Prefect server (API + UI) on loopback.
+
+All state lives under the project's `.mltp/`: pid files in `run/`, logs in `logs/`, Prefect's home
+(SQLite database included) in `prefect/`, and `sandbox.json` with the endpoints of a running sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from mltp.errors import ConfigError, SandboxNotRunningError
+from mltp.sandbox.process import ManagedProcess, require_free_port
+
+DEFAULT_AWS_PORT = 5055
+DEFAULT_PREFECT_PORT = 4250
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+# moto accepts any key pair; fixed fake keys keep every process of the sandbox in one moto account.
+ACCESS_KEY_ID = "mltp-sandbox"
+SECRET_ACCESS_KEY = "mltp-sandbox-secret"
+DATA_BUCKET = "mltp-sandbox-data"
+MODELS_BUCKET = "mltp-sandbox-models"
+PREFECT_START_TIMEOUT = float(os.environ.get("MLTP_SANDBOX_START_TIMEOUT", "120"))
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    aws_port: int
+    prefect_port: int
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.aws_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    state: str  # running | stale | stopped
+    pid: int | None
+    port: int | None
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    home: Path
+    running: bool
+    endpoints: Endpoints | None
+    services: dict[str, ServiceStatus]
+
+    def as_json(self) -> dict:
+        endpoints = self.endpoints
+        return {
+            "running": self.running,
+            "home": str(self.home),
+            "aws_endpoint_url": endpoints.aws_endpoint_url if endpoints else None,
+            "prefect_api_url": endpoints.prefect_api_url if endpoints else None,
+            "prefect_ui_url": endpoints.prefect_ui_url if endpoints else None,
+            "region": REGION if endpoints else None,
+            "buckets": {"data": DATA_BUCKET, "models": MODELS_BUCKET} if endpoints else None,
+            "services": {name: asdict(service) for name, service in self.services.items()},
+        }
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Sandbox:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.state_file = home / "sandbox.json"
+        run_dir, log_dir = home / "run", home / "logs"
+        self.moto = ManagedProcess("moto", run_dir, log_dir)
+        self.prefect = ManagedProcess("prefect", run_dir, log_dir)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def endpoints(self) -> Endpoints | None:
+        try:
+            return Endpoints(**json.loads(self.state_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def status(self) -> SandboxStatus:
+        endpoints = self.endpoints()
+        health_urls = {
+            "moto": f"{endpoints.aws_endpoint_url}/moto-api/" if endpoints else None,
+            "prefect": f"{endpoints.prefect_api_url}/ready" if endpoints else None,
+        }
+        services = {}
+        for process in (self.moto, self.prefect):
+            record, state = process.record(), process.state()
+            running = state == "running"
+            url = health_urls[process.name]
+            services[process.name] = ServiceStatus(
+                state=state,
+                pid=record.pid if record and running else None,
+                port=record.port if record else None,
+                healthy=running and url is not None and _get_ok(url),
+            )
+        running = endpoints is not None and all(service.healthy for service in services.values())
+        return SandboxStatus(self.home, running, endpoints if running else None, services)
+
+    def running_endpoints(self) -> Endpoints | None:
+        """Endpoints of a running sandbox, without health calls (cheap enough for every command)."""
+        endpoints = self.endpoints()
+        if endpoints and self.moto.state() == "running" and self.prefect.state() == "running":
+            return endpoints
+        return None
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def up(self, aws_port: int | None, prefect_port: int | None) -> tuple[SandboxStatus, list[str]]:
+        """Start whatever is not running, wait until healthy, then create the blocks and buckets.
+
+        A service that is already running and healthy is kept (so are its ports); one that crashed or
+        hangs is restarted. On any failure the services this call started are stopped again.
+        """
+        current = self.status()
+        known = self.endpoints()
+        healthy = {name for name, service in current.services.items() if service.healthy}
+        if known and healthy:
+            _refuse_other_ports(known, aws_port, prefect_port)
+        endpoints = (
+            known
+            if known and healthy
+            else Endpoints(aws_port or DEFAULT_AWS_PORT, prefect_port or DEFAULT_PREFECT_PORT)
+        )
+        notes = ["the sandbox was already running"] if current.running else []
+        to_start = [process for process in (self.moto, self.prefect) if process.name not in healthy]
+        notes += self._clear(to_start)
+        for process in to_start:
+            port, what, flag = self._port_of(process, endpoints)
+            require_free_port(port, what=what, flag=flag)
+        try:
+            self._start(endpoints, to_start)
+            self._init_blocks(endpoints)
+        except BaseException:
+            for process in to_start:
+                process.stop()
+            if len(to_start) == 2:
+                self.state_file.unlink(missing_ok=True)
+            raise
+        return self.status(), notes
+
+    def _port_of(self, process: ManagedProcess, endpoints: Endpoints) -> tuple[int, str, str]:
+        if process is self.moto:
+            return endpoints.aws_port, "moto (AWS) server", "--aws-port"
+        return endpoints.prefect_port, "Prefect server", "--prefect-port"
+
+    def _clear(self, processes: list[ManagedProcess]) -> list[str]:
+        notes = []
+        for process in processes:
+            found = process.stop()
+            if found == "stale":
+                notes.append(f"removed a stale {process.name} pid file left by a crashed sandbox")
+            elif found == "running":
+                notes.append(f"restarted the {process.name} server, which was not answering")
+        return notes
+
+    def _start(self, endpoints: Endpoints, processes: list[ManagedProcess]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / ".gitignore").write_text("*\n")
+        self.state_file.write_text(json.dumps(asdict(endpoints)))
+        if self.moto in processes:
+            self.moto.start(
+                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(endpoints.aws_port)],
+                env=_service_env(),
+                port=endpoints.aws_port,
+            )
+        if self.prefect in processes:
+            self.prefect.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(endpoints.prefect_port),
+                    "--analytics-off",
+                ],
+                env=_service_env(
+                    PREFECT_HOME=str(self.home / "prefect"),
+                    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                    # The UI asks the server where the API is; without this it assumes port 4200.
+                    PREFECT_UI_API_URL=endpoints.prefect_api_url,
+                    PREFECT_UI_URL=endpoints.prefect_ui_url,
+                ),
+                port=endpoints.prefect_port,
+            )
+        if self.moto in processes:
+            self.moto.wait_healthy(lambda: _get_ok(f"{endpoints.aws_endpoint_url}/moto-api/"), timeout=30)
+        if self.prefect in processes:
+            self.prefect.wait_healthy(
+                lambda: _get_ok(f"{endpoints.prefect_api_url}/ready"), timeout=PREFECT_START_TIMEOUT
+            )
+
+    def _init_blocks(self, endpoints: Endpoints) -> None:
+        from blocks.platform import init_blocks
+        from mltp.prefect_api import activated
+        from mltp.settings import load_settings
+
+        settings = load_settings(
+            region=REGION,
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+            session_token=None,
+            profile_name=None,
+            endpoint_url=endpoints.aws_endpoint_url,
+            data_bucket=DATA_BUCKET,
+            models_bucket=MODELS_BUCKET,
+        )
+        with activated(endpoints.prefect_api_url):
+            init_blocks(settings)
+
+    def down(self) -> list[str]:
+        found = self.stop_all()
+        if all(state == "stopped" for state in found.values()):
+            raise SandboxNotRunningError(
+                f"the sandbox is not running (no pid files in {self.home / 'run'}): nothing to stop"
+            )
+        notes = []
+        for name, state in found.items():
+            if state == "running":
+                notes.append(f"stopped the {name} server")
+            elif state == "stale":
+                notes.append(f"removed a stale {name} pid file left by a crashed sandbox")
+        return notes
+
+    def stop_all(self) -> dict[str, str]:
+        found = {process.name: process.stop() for process in (self.prefect, self.moto)}
+        self.state_file.unlink(missing_ok=True)
+        return found
+
+
+def _refuse_other_ports(endpoints: Endpoints, aws_port: int | None, prefect_port: int | None) -> None:
+    if (aws_port and aws_port != endpoints.aws_port) or (
+        prefect_port and prefect_port != endpoints.prefect_port
+    ):
+        raise ConfigError(
+            f"the sandbox is already running on ports {endpoints.aws_port} (AWS) and "
+            f"{endpoints.prefect_port} (Prefect): run `mltp sandbox down` first to change ports"
+        )
+
+
+def _service_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "AWS_", "MOTO_")) and key != "INITIAL_NO_AUTH_ACTION_COUNT"
+    }
+    env["DO_NOT_TRACK"] = "1"
+    env.update(extra)
+    return env
