@@ -1,0 +1,3 @@
+from mltp.cli.app import main
+
+main()

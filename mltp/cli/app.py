@@ -1,0 +1,48 @@
+"""Top-level `mltp` app: sub-command groups and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from mltp import __version__
+from mltp.cli import blocks_cmd, doctor_cmd, sandbox_cmd
+from mltp.errors import MltpError
+
+app = typer.Typer(
+    name="mltp",
+    help="ml-training-platform: train scikit-learn models on AWS compute with Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sandbox_cmd.app, name="sandbox")
+app.add_typer(blocks_cmd.app, name="blocks")
+app.command("doctor")(doctor_cmd.doctor)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mltp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """Train scikit-learn models on AWS compute, orchestrated by Prefect."""
+
+
+def main() -> None:
+    # Prefect's client telemetry reaches the internet; off unless the user explicitly turns it on.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    try:
+        app()  # standalone mode: typer itself handles usage errors and exits
+    except MltpError as error:
+        print(f"mltp: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)

@@ -1,0 +1,106 @@
+"""`mltp sandbox up | down | status | env`."""
+
+from __future__ import annotations
+
+import shlex
+
+import typer
+
+from mltp.cli.output import console, emit_json
+from mltp.home import mltp_home
+from mltp.sandbox import lifecycle
+from mltp.sandbox.lifecycle import Sandbox, SandboxStatus
+
+app = typer.Typer(help="Run the local sandbox: a moto server for AWS and a Prefect server with its UI.")
+
+AWS_PORT = typer.Option(
+    None,
+    "--aws-port",
+    envvar="MLTP_SANDBOX_AWS_PORT",
+    min=1,
+    max=65535,
+    help=f"Port of the moto (AWS) server [default: {lifecycle.DEFAULT_AWS_PORT}].",
+)
+PREFECT_PORT = typer.Option(
+    None,
+    "--prefect-port",
+    envvar="MLTP_SANDBOX_PREFECT_PORT",
+    min=1,
+    max=65535,
+    help=f"Port of the Prefect server and UI [default: {lifecycle.DEFAULT_PREFECT_PORT}].",
+)
+JSON = typer.Option(False, "--json", help="Print the status as JSON.")
+
+
+def _print_status(status: SandboxStatus) -> None:
+    console.print(f"sandbox: {'running' if status.running else 'not running'}  (state in {status.home})")
+    for name, service in status.services.items():
+        detail = f"pid {service.pid}, port {service.port}" if service.pid else ""
+        health = "healthy" if service.healthy else "not healthy"
+        state = f"{service.state}, {health}" if service.state == "running" else service.state
+        console.print(f"  {name:<8} {state:<20} {detail}")
+    if status.endpoints:
+        endpoints = status.endpoints
+        console.print(f"  AWS endpoint   {endpoints.aws_endpoint_url}  (region {lifecycle.REGION})")
+        console.print(f"  Prefect API    {endpoints.prefect_api_url}")
+        console.print(f"  Prefect UI     {endpoints.prefect_ui_url}")
+        console.print(f"  buckets        s3://{lifecycle.DATA_BUCKET}  s3://{lifecycle.MODELS_BUCKET}")
+    elif any(service.state == "stale" for service in status.services.values()):
+        console.print(
+            "  stale pid files from a crashed sandbox: `mltp sandbox up` restarts it, `down` cleans up"
+        )
+
+
+@app.command()
+def up(aws_port: int | None = AWS_PORT, prefect_port: int | None = PREFECT_PORT, json: bool = JSON) -> None:
+    """Start the sandbox (harmless when it is already running) and create its blocks and buckets."""
+    status, notes = Sandbox(mltp_home()).up(aws_port, prefect_port)
+    if json:
+        emit_json({**status.as_json(), "notes": notes})
+        return
+    for note in notes:
+        console.print(note)
+    _print_status(status)
+    console.print(
+        "blocks: aws-credentials/mltp-aws, s3-bucket/mltp-datasets, s3-bucket/mltp-models, "
+        "mltp-ec2-compute/mltp-ec2, mltp-lambda-compute/mltp-lambda"
+    )
+    console.print('other shells and tools (prefect, aws): eval "$(mltp sandbox env)"')
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly the processes `up` started and remove their pid files."""
+    for note in Sandbox(mltp_home()).down():
+        console.print(note)
+
+
+@app.command()
+def status(json: bool = JSON) -> None:
+    """Show whether the sandbox runs, every endpoint and the UI URL."""
+    current = Sandbox(mltp_home()).status()
+    if json:
+        emit_json(current.as_json())
+    else:
+        _print_status(current)
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines pointing the prefect and aws CLIs at the running sandbox."""
+    endpoints = Sandbox(mltp_home()).running_endpoints()
+    if endpoints is None:
+        from mltp.errors import SandboxNotRunningError
+
+        raise SandboxNotRunningError("the sandbox is not running: start it with `mltp sandbox up`")
+    variables = {
+        "PREFECT_API_URL": endpoints.prefect_api_url,
+        "AWS_ENDPOINT_URL": endpoints.aws_endpoint_url,
+        "AWS_REGION": lifecycle.REGION,
+        "AWS_ACCESS_KEY_ID": lifecycle.ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": lifecycle.SECRET_ACCESS_KEY,
+        "ML_DATA_BUCKET": lifecycle.DATA_BUCKET,
+        "ML_MODELS_BUCKET": lifecycle.MODELS_BUCKET,
+    }
+    for name, value in variables.items():
+        print(f"export {name}={shlex.quote(value)}")
