@@ -1,0 +1,130 @@
+"""Shared fixtures.
+
+Unit tests use moto's in-process `mock_aws`. Everything marked `servers` goes through real servers the
+way a user's run does: the `mltp` console script in a subprocess, a moto server and a Prefect server
+on loopback, all started by `mltp sandbox up` into a temporary `.mltp/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MLTP = str(Path(sys.executable).parent / "mltp")
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake AWS credentials and a private Prefect home: nothing a test does can reach a real account,
+    a real Prefect server or the developer's `~/.prefect`."""
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "PREFECT_", "MLTP_", "ML_", "EC2_", "LAMBDA_")):
+            del os.environ[key]
+    os.environ.update(FAKE_AWS)
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ["MLTP_HOME"] = str(tmp_path_factory.mktemp("mltp-home-default"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_mltp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """Run the installed `mltp` console script, as a user would."""
+    return subprocess.run(
+        [MLTP, *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    home: Path
+    status: dict
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"MLTP_HOME": str(self.home)}
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        return self.status["aws_endpoint_url"]
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.status["prefect_api_url"]
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.aws_endpoint_url, region_name="us-east-1")
+
+
+def start_sandbox(home: Path) -> RunningSandbox:
+    result = run_mltp(
+        "sandbox",
+        "up",
+        "--aws-port",
+        str(free_port()),
+        "--prefect-port",
+        str(free_port()),
+        "--json",
+        env={"MLTP_HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stderr
+    return RunningSandbox(home, json.loads(result.stdout))
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """One sandbox shared by the tests that only read it or write under names of their own."""
+    running = start_sandbox(tmp_path_factory.mktemp("mltp-home"))
+    yield running
+    run_mltp("sandbox", "down", env=running.env)
+
+
+@pytest.fixture(scope="session")
+def scratch_prefect() -> Iterator[str]:
+    """A second real Prefect server whose blocks a test may break: `prefect_test_harness` runs one in a
+    subprocess, here shared by the tests that point the CLI at it with PREFECT_API_URL."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Run the quick in-process tests first: a broken unit fails fast before servers start.
+    items.sort(key=lambda item: "servers" in item.keywords or "browser" in item.keywords)

@@ -1,0 +1,140 @@
+"""Starting, crashing and stopping a sandbox of its own, through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import psutil
+import pytest
+
+from tests.conftest import free_port, run_mltp, start_sandbox
+
+pytestmark = pytest.mark.servers
+
+
+def pids_of(home) -> dict[str, int]:
+    return {
+        pid_file.stem: json.loads(pid_file.read_text())["pid"] for pid_file in (home / "run").glob("*.pid")
+    }
+
+
+def test_port_in_use_is_refused_and_nothing_starts(tmp_path) -> None:
+    home = tmp_path / ".mltp"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        result = run_mltp(
+            "sandbox",
+            "up",
+            "--aws-port",
+            str(free_port()),
+            "--prefect-port",
+            str(taken),
+            env={"MLTP_HOME": str(home)},
+        )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"port {taken} for the Prefect server is already in use" in result.stderr
+    assert "--prefect-port" in result.stderr
+    assert not (home / "run").exists() or pids_of(home) == {}
+    assert not (home / "sandbox.json").exists()
+
+
+def test_ports_come_from_the_environment_too(tmp_path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        result = run_mltp(
+            "sandbox",
+            "up",
+            env={
+                "MLTP_HOME": str(tmp_path),
+                "MLTP_SANDBOX_AWS_PORT": str(taken),
+                "MLTP_SANDBOX_PREFECT_PORT": str(free_port()),
+            },
+        )
+    assert result.returncode == 2
+    assert f"port {taken} for the moto (AWS) server" in result.stderr
+
+
+def test_down_with_nothing_running_says_so(tmp_path) -> None:
+    result = run_mltp("sandbox", "down", env={"MLTP_HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"mltp: error: the sandbox is not running (no pid files in {tmp_path / 'run'}): nothing to stop"
+    )
+
+
+def test_commands_without_sandbox_or_api_say_how_to_start_one(tmp_path) -> None:
+    env = {"MLTP_HOME": str(tmp_path)}
+    doctor = run_mltp("doctor", env=env)
+    assert doctor.returncode == 1
+    assert "no Prefect API is configured" in doctor.stdout
+    assert "mltp sandbox up" in doctor.stdout
+    init = run_mltp(
+        "blocks", "init", env={**env, "ML_DATA_BUCKET": "abc-data", "ML_MODELS_BUCKET": "abc-models"}
+    )
+    assert init.returncode == 1
+    assert init.stderr.strip() == (
+        "mltp: error: no Prefect API is configured: start the sandbox with `mltp sandbox up`, "
+        "or set PREFECT_API_URL to your Prefect server"
+    )
+    status = run_mltp("sandbox", "status", "--json", env=env)
+    assert json.loads(status.stdout)["running"] is False
+    assert run_mltp("sandbox", "env", env=env).returncode == 1
+
+
+def test_stale_pid_files_from_a_crash_are_cleaned_by_down(tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "moto.pid").write_text(json.dumps({"pid": 2**22 + 7, "create_time": 1.0, "port": 5055}))
+    status = run_mltp("sandbox", "status", env={"MLTP_HOME": str(tmp_path)})
+    assert "stale" in status.stdout
+    result = run_mltp("sandbox", "down", env={"MLTP_HOME": str(tmp_path)})
+    assert result.returncode == 0
+    assert "removed a stale moto pid file" in result.stdout
+    assert not (run / "moto.pid").exists()
+
+
+def test_crash_restart_and_down_leave_no_process(tmp_path) -> None:
+    home = tmp_path / ".mltp"
+    running = start_sandbox(home)
+    env = running.env
+    first = pids_of(home)
+    assert set(first) == {"moto", "prefect"}
+    prefect_family = [psutil.Process(first["prefect"]), *psutil.Process(first["prefect"]).children(True)]
+
+    os.kill(first["moto"], signal.SIGKILL)  # the AWS side crashes
+    psutil.wait_procs([psutil.Process(first["moto"])], timeout=10)
+    status = json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)
+    assert status["running"] is False
+    assert status["services"]["moto"]["state"] == "stale"
+    doctor = json.loads(run_mltp("doctor", "--json", env=env).stdout)
+    failed = [check for check in doctor["checks"] if check["status"] == "fail"]
+    assert [check["name"] for check in failed] == ["aws-credentials"]
+    assert "cannot reach AWS" in failed[0]["detail"]
+    assert "mltp sandbox up" in failed[0]["fix"]
+
+    again = run_mltp("sandbox", "up", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "removed a stale moto pid file left by a crashed sandbox" in json.loads(again.stdout)["notes"]
+    second = pids_of(home)
+    assert second["prefect"] == first["prefect"]  # the healthy server was kept
+    assert second["moto"] != first["moto"]
+    assert run_mltp("doctor", env=env).returncode == 0  # buckets re-created in the new moto
+
+    down = run_mltp("sandbox", "down", env=env)
+    assert down.returncode == 0
+    assert "stopped the prefect server" in down.stdout
+    _, alive = psutil.wait_procs(
+        [psutil.Process(pid) for pid in second.values() if psutil.pid_exists(pid)] + prefect_family,
+        timeout=10,
+    )
+    assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
+    assert pids_of(home) == {}
+    assert not (home / "sandbox.json").exists()
