@@ -1,0 +1,1 @@
+"""Thin Prefect `@task` wrappers (retries for transient AWS errors, caching, logging) over `mltp/`."""
