@@ -18,6 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(BIN)/mltp sandbox up
 	$(BIN)/mltp doctor
+	@echo "The sandbox keeps running: open the Prefect UI above. Stop it with: make down"
 
 test: install
 	$(BIN)/python -m pytest

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+from pydantic import ValidationError
 
 from blocks.compute import Ec2Compute, LambdaCompute
 from mltp.aws import RETRY_CONFIG, caller_identity
@@ -112,7 +113,7 @@ def init_blocks(settings: PlatformSettings) -> InitReport:
 
 
 def load_blocks() -> PlatformBlocks:
-    """Load all five blocks, or say which are missing and how to create them."""
+    """Load all five blocks, or say which are missing or no longer valid and how to fix that."""
     loaders = {
         CREDENTIALS: AwsCredentials,
         DATASETS: S3Bucket,
@@ -120,12 +121,18 @@ def load_blocks() -> PlatformBlocks:
         EC2: Ec2Compute,
         LAMBDA: LambdaCompute,
     }
-    loaded, missing = {}, []
+    loaded, problems = {}, []
     for name, block_type in loaders.items():
+        reference = f"{block_type.get_block_type_slug()}/{name}"
         try:
             loaded[name] = block_type.load(name)
-        except ValueError:
-            missing.append(f"{block_type.get_block_type_slug()}/{name}")
-    if missing:
-        raise MltpError(f"blocks missing: {', '.join(missing)}: run `mltp blocks init` to create them")
+        except ValueError:  # Prefect's "Unable to find block document"
+            problems.append(f"{reference} is missing")
+        except RuntimeError as error:  # Prefect wraps the ValidationError of a block edited into nonsense
+            if not isinstance(error.__cause__, ValidationError):
+                raise
+            fields = ", ".join(str(item["loc"][0]) for item in error.__cause__.errors())
+            problems.append(f"{reference} is invalid ({fields})")
+    if problems:
+        raise MltpError(f"blocks not usable: {', '.join(problems)}: run `mltp blocks init` to create them")
     return PlatformBlocks(*loaded.values())

@@ -49,6 +49,7 @@ def block_names(api_url: str) -> set[str]:
 
 def doctor(env: dict[str, str]) -> dict[str, dict]:
     result = run_mltp("doctor", "--json", env=env)
+    assert result.stdout, result.stderr
     report = json.loads(result.stdout)
     assert result.returncode == (0 if report["ok"] else 1)
     return {check["name"]: check for check in report["checks"]}
@@ -145,8 +146,25 @@ def test_doctor_names_missing_blocks(aws_env) -> None:
     checks = doctor(aws_env)
     assert checks["prefect-api"]["status"] == "ok"
     assert checks["blocks"]["status"] == "fail"
-    assert "aws-credentials/mltp-aws" in checks["blocks"]["detail"]
+    assert "aws-credentials/mltp-aws is missing" in checks["blocks"]["detail"]
     assert checks["blocks"]["fix"] == "run `mltp blocks init` to create them"
+
+
+def test_doctor_names_a_block_edited_into_nonsense(aws_env) -> None:
+    assert run_mltp("blocks", "init", env=aws_env).returncode == 0
+    documents = httpx.post(f"{aws_env['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    lambda_block = next(document for document in documents if document["name"] == "mltp-lambda")
+    data = {**lambda_block["data"], "timeout_seconds": 5000}  # as a UI edit could leave it
+    response = httpx.patch(
+        f"{aws_env['PREFECT_API_URL']}/block_documents/{lambda_block['id']}",
+        json={"data": data, "merge_existing_data": False},
+    )
+    assert response.status_code == 204, response.text
+    checks = doctor(aws_env)
+    assert checks["blocks"]["status"] == "fail"
+    assert "mltp-lambda-compute/mltp-lambda is invalid" in checks["blocks"]["detail"]
+    assert checks["blocks"]["fix"] == "run `mltp blocks init` to create them"
+    assert checks["aws-credentials"]["status"] == "skip"
 
 
 def test_doctor_finds_a_deleted_bucket(sandbox, aws_env) -> None:

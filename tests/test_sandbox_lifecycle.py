@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -21,45 +22,32 @@ def pids_of(home) -> dict[str, int]:
     }
 
 
-def test_port_in_use_is_refused_and_nothing_starts(tmp_path) -> None:
-    home = tmp_path / ".mltp"
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port some other program listens on."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        taken = squatter.getsockname()[1]
-        result = run_mltp(
-            "sandbox",
-            "up",
-            "--aws-port",
-            str(free_port()),
-            "--prefect-port",
-            str(taken),
-            env={"MLTP_HOME": str(home)},
-        )
+        yield squatter.getsockname()[1]
+
+
+def test_port_in_use_is_refused_and_nothing_starts(tmp_path, taken_port) -> None:
+    home = tmp_path / ".mltp"
+    ports = ["--aws-port", str(free_port()), "--prefect-port", str(taken_port)]
+    result = run_mltp("sandbox", "up", *ports, env={"MLTP_HOME": str(home)})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
-    assert f"port {taken} for the Prefect server is already in use" in result.stderr
+    assert f"port {taken_port} for the Prefect server is already in use" in result.stderr
     assert "--prefect-port" in result.stderr
     assert not (home / "run").exists() or pids_of(home) == {}
     assert not (home / "sandbox.json").exists()
 
 
-def test_ports_come_from_the_environment_too(tmp_path) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        result = run_mltp(
-            "sandbox",
-            "up",
-            env={
-                "MLTP_HOME": str(tmp_path),
-                "MLTP_SANDBOX_AWS_PORT": str(taken),
-                "MLTP_SANDBOX_PREFECT_PORT": str(free_port()),
-            },
-        )
+def test_ports_come_from_the_environment_too(tmp_path, taken_port) -> None:
+    env = {"MLTP_HOME": str(tmp_path), "MLTP_SANDBOX_AWS_PORT": str(taken_port)}
+    result = run_mltp("sandbox", "up", env=env)
     assert result.returncode == 2
-    assert f"port {taken} for the moto (AWS) server" in result.stderr
+    assert f"port {taken_port} for the moto (AWS) server" in result.stderr
 
 
 def test_down_with_nothing_running_says_so(tmp_path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mltp.aws import ClientFactory, caller_identity, error_code
+from mltp.aws import caller_identity, error_code
 from mltp.buckets import inspect_bucket
 from mltp.cli.output import console, emit_json
 from mltp.errors import MltpError
@@ -48,94 +49,103 @@ def _failed(name: str, error: MltpError) -> Check:
     return Check(name, "fail", detail, fix) if separator else Check(name, "fail", message)
 
 
-def _ec2_probe(clients: ClientFactory, ec2_block) -> str:
-    ec2 = clients("ec2")
-    lookups = [
-        (ec2_block.subnet_id, "subnet", lambda: ec2.describe_subnets(SubnetIds=[ec2_block.subnet_id])),
-        (
-            ec2_block.security_group_ids,
-            "security groups",
-            lambda: ec2.describe_security_groups(GroupIds=ec2_block.security_group_ids),
-        ),
-        (ec2_block.ami_id, "AMI", lambda: ec2.describe_images(ImageIds=[ec2_block.ami_id])["Images"][0]),
-    ]
-    for configured, what, lookup in lookups:
-        if not configured:
-            continue
-        try:
-            lookup()
-        except (ClientError, IndexError) as error:
-            code = error_code(error) or "not found"
-            raise CheckFailed(
-                f"{what} {configured} not found ({code})",
-                f"fix the EC2_* variable for the {what} and run `mltp blocks init`",
-            ) from error
-    subnet = ec2_block.subnet_id or "default VPC"
-    ami = ec2_block.ami_id or "latest Amazon Linux 2023 at launch"
-    return f"{ec2_block.instance_type} in {subnet}, AMI {ami}"
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    probe: Callable[[], str]
+    gates: str | None = None  # when set, a failure skips every later step, which "needs" this
+
+
+class _Checkup:
+    """The checks in order. Each probe returns a detail line or raises; state flows to later probes."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.api_url: str | None = None
+        self.blocks = None
+        self.account: str | None = None
+
+    def steps(self) -> list[_Step]:
+        return [
+            _Step("prefect-api", self.prefect_api, gates="the Prefect API"),
+            _Step("blocks", self.load_blocks, gates="the blocks"),
+            _Step("aws-credentials", self.credentials, gates="working AWS credentials"),
+            _Step("bucket:datasets", lambda: self.bucket(self.blocks.datasets.bucket_name)),
+            _Step("bucket:models", lambda: self.bucket(self.blocks.models.bucket_name)),
+            _Step("ec2", self.ec2),
+        ]
+
+    def prefect_api(self) -> str:
+        from mltp.prefect_api import activated, resolve_api, server_version
+
+        target = resolve_api(mltp_home())
+        self.api_url = target.url
+        self.stack.enter_context(activated(target.url))
+        return f"Prefect {server_version(target)} at {target.url} ({target.source})"
+
+    def load_blocks(self) -> str:
+        from blocks.platform import load_blocks
+
+        self.blocks = load_blocks()
+        names = [name for name, _ in self.blocks.named()]
+        return f"{len(names)} blocks: {', '.join(names)}"
+
+    def clients(self, service: str):
+        return self.blocks.credentials.get_client(service)
+
+    def credentials(self) -> str:
+        identity = caller_identity(self.clients)
+        self.account = identity["account"]
+        return f"account {identity['account']} as {identity['arn']}"
+
+    def bucket(self, bucket: str) -> str:
+        report = inspect_bucket(self.clients, bucket, self.account)
+        problem = report.problem()
+        if problem:
+            raise CheckFailed(*problem)
+        return f"{report.s3_uri} reachable, ours, encrypted ({report.encryption}), public access blocked"
+
+    def ec2(self) -> str:
+        settings, ec2 = self.blocks.ec2, self.clients("ec2")
+        lookups = [
+            (settings.subnet_id, "subnet", lambda: ec2.describe_subnets(SubnetIds=[settings.subnet_id])),
+            (
+                settings.security_group_ids,
+                "security groups",
+                lambda: ec2.describe_security_groups(GroupIds=settings.security_group_ids),
+            ),
+            (settings.ami_id, "AMI", lambda: ec2.describe_images(ImageIds=[settings.ami_id])["Images"][0]),
+        ]
+        for configured, what, lookup in lookups:
+            if not configured:
+                continue
+            try:
+                lookup()
+            except (ClientError, IndexError) as error:
+                raise CheckFailed(
+                    f"{what} {configured} not found ({error_code(error) or 'no such image'})",
+                    f"fix the EC2_* variable for the {what} and run `mltp blocks init`",
+                ) from error
+        subnet = settings.subnet_id or "default VPC"
+        ami = settings.ami_id or "latest Amazon Linux 2023 at launch"
+        return f"{settings.instance_type} in {subnet}, AMI {ami}"
 
 
 def run_checks() -> tuple[str | None, list[Check]]:
-    """All checks in order; a failed check skips the ones that depend on it."""
-    from mltp.prefect_api import activated, resolve_api, server_version
-
+    """All checks in order; a failed gating check skips the ones after it."""
     checks: list[Check] = []
-    try:
-        target = resolve_api(mltp_home())
-    except MltpError as error:
-        checks.append(_failed("prefect-api", error))
-        return None, checks + _skipped("the Prefect API")
-    with activated(target.url):
-        api = _run(
-            "prefect-api", lambda: f"Prefect {server_version(target)} at {target.url} ({target.source})"
-        )
-        checks.append(api)
-        if api.status != "ok":
-            return target.url, checks + _skipped("the Prefect API")
-        from blocks.platform import load_blocks
-
-        loaded = {}
-        checks.append(_run("blocks", lambda: _load(loaded, load_blocks)))
-        if "blocks" not in loaded:
-            return target.url, checks + _skipped("the blocks", after="blocks")
-        blocks = loaded["blocks"]
-        clients = blocks.credentials.get_client
-        identity = {}
-        checks.append(_run("aws-credentials", lambda: _identity(identity, clients)))
-        if not identity:
-            return target.url, checks + _skipped("working AWS credentials", after="aws-credentials")
-        for label, bucket_block in (("datasets", blocks.datasets), ("models", blocks.models)):
-            checks.append(
-                _run(f"bucket:{label}", lambda b=bucket_block.bucket_name: _bucket(clients, b, identity))
-            )
-        checks.append(_run("ec2", lambda: _ec2_probe(clients, blocks.ec2)))
-    return target.url, checks
-
-
-_DEPENDENT = ["blocks", "aws-credentials", "bucket:datasets", "bucket:models", "ec2"]
-
-
-def _skipped(needs: str, after: str | None = None) -> list[Check]:
-    names = _DEPENDENT[_DEPENDENT.index(after) + 1 :] if after else _DEPENDENT
-    return [Check(name, "skip", f"needs {needs}") for name in names]
-
-
-def _load(into: dict, load_blocks) -> str:
-    into["blocks"] = blocks = load_blocks()
-    return f"{len(blocks.named())} blocks: " + ", ".join(name for name, _ in blocks.named())
-
-
-def _identity(into: dict, clients: ClientFactory) -> str:
-    into.update(caller_identity(clients))
-    return f"account {into['account']} as {into['arn']}"
-
-
-def _bucket(clients: ClientFactory, bucket: str, identity: dict) -> str:
-    report = inspect_bucket(clients, bucket, identity["account"])
-    problem = report.problem()
-    if problem:
-        raise CheckFailed(*problem)
-    return f"{report.s3_uri} reachable, ours, encrypted ({report.encryption}), public access blocked"
+    with ExitStack() as stack:
+        checkup = _Checkup(stack)
+        missing: str | None = None
+        for step in checkup.steps():
+            if missing:
+                checks.append(Check(step.name, "skip", f"needs {missing}"))
+                continue
+            check = _run(step.name, step.probe)
+            checks.append(check)
+            if check.status != "ok" and step.gates:
+                missing = step.gates
+    return checkup.api_url, checks
 
 
 def doctor(json: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
