@@ -62,3 +62,23 @@ class BucketError(MltpError):
     def __init__(self, message: str, *, s3_uri: str) -> None:
         super().__init__(message)
         self.s3_uri = s3_uri
+
+
+class DatasetError(MltpError):
+    """A dataset file or its parameters cannot be ingested as given (the user's input to fix)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class DatasetNotFoundError(MltpError):
+    """A dataset name or version that the data bucket does not hold."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, s3_uri: str) -> None:
+        super().__init__(message)
+        self.s3_uri = s3_uri

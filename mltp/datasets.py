@@ -1,0 +1,441 @@
+"""Datasets in the data bucket: ingest (one streaming pass), list, manifests, and reading them back.
+
+Layout (a contract other parts rely on):
+
+    datasets/<name>/<version>/<file>            the bytes exactly as ingested
+    datasets/<name>/<version>/manifest.json     what they are: sha256, rows, columns and their profile
+    datasets/<name>/latest.json                 newest version + every version, updated with CAS
+    staging/<uuid>/<file>                       in-flight uploads, removed on success and on failure
+
+The version is the first 16 hex digits of the content's SHA-256, so the same bytes always get the
+same version and ingesting them again changes nothing.
+
+One streaming read uploads the bytes (multipart, parts in flight), hashes them and profiles them. A
+local file is additionally hashed up front, at disk speed: that finds identical bytes before anything
+is sent, and lets the upload go straight to the versioned key (the main read re-hashes and refuses a
+file that changed in between). An S3 source is read only once: it is staged under `staging/` and
+copied server-side once its hash is known.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
+
+from mltp.aws import ClientFactory, error_code
+from mltp.dataset_formats import (
+    FileFormat,
+    TeeReader,
+    csv_batches,
+    derive_name,
+    detect_format,
+    open_csv_stream,
+    parquet_batches,
+    validate_name,
+)
+from mltp.errors import DatasetError, DatasetNotFoundError, MltpError
+from mltp.profiling import Profiler, arrow_type, task_hint
+from mltp.s3_multipart import MultipartUpload, part_size_for
+
+MANIFEST_SCHEMA_VERSION = 1
+DEFAULT_MAX_MB = int(os.environ.get("MLTP_MAX_DATASET_MB", "20480"))
+SSE = {"ServerSideEncryption": "AES256"}
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    filename: str
+    size: int | None
+    open: Callable[[], BinaryIO]
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifest: dict[str, Any]
+    created: bool  # False: these bytes were already ingested and nothing changed
+
+
+def _split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise DatasetError(f"{uri} is not an object URI: use s3://bucket/path/to/file.csv", source=uri)
+    return bucket, key
+
+
+def resolve_source(clients: ClientFactory, source: str) -> Source:
+    """A local path or an s3:// URI, checked to exist and to be a file."""
+    if source.startswith("s3://"):
+        bucket, key = _split_s3_uri(source)
+        s3 = clients("s3")
+        try:
+            size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except ClientError as error:
+            if error_code(error) in {"404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"}:
+                raise DatasetError(
+                    f"{source} does not exist or is not readable with our credentials"
+                ) from error
+            raise
+        return Source(source, Path(key).name, size, lambda: s3.get_object(Bucket=bucket, Key=key)["Body"])
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{source} does not exist: check the path", source=source)
+    if path.is_dir():
+        raise DatasetError(f"{source} is a directory: pass a single CSV or Parquet file", source=source)
+    return Source(str(path.resolve()), path.name, path.stat().st_size, lambda: path.open("rb"), path)
+
+
+def _profile(
+    raw: TeeReader, source: Source, file_format: FileFormat, target: str | None
+) -> tuple[Profiler, dict]:
+    """Parse and profile while `raw` feeds the hash and the upload. Returns the profile and the format."""
+    label = source.filename
+    if file_format.kind == "csv":
+        dialect, stream = open_csv_stream(raw, file_format, label)
+        _check_target(target, dialect.names, label)
+        profiler = Profiler(dialect.names)
+        for batch in csv_batches(stream, dialect, label):
+            profiler.update(batch)
+        raw.drain()
+        return profiler, {
+            "kind": "csv",
+            "compression": file_format.compression,
+            "delimiter": dialect.delimiter,
+        }
+    # Parquet indexes its data from a footer at the end, so it cannot be parsed front to back: the bytes
+    # still stream once to the hash and the upload, and the parser reads the local file (or a spooled
+    # copy of an S3 object) with random access.
+    if source.local_path is not None:
+        raw.drain()
+        names, batches = parquet_batches(str(source.local_path), label)
+        return _profile_parquet(names, batches, target, label)
+    import tempfile
+
+    with tempfile.TemporaryFile() as spool:
+        while chunk := raw.read(8 * 1024 * 1024):
+            spool.write(chunk)
+        spool.seek(0)
+        names, batches = parquet_batches(spool, label)
+        return _profile_parquet(names, batches, target, label)
+
+
+def _profile_parquet(names, batches, target, label) -> tuple[Profiler, dict]:
+    _check_target(target, names, label)
+    profiler = Profiler(names)
+    for batch in batches:
+        profiler.update(batch)
+    return profiler, {"kind": "parquet", "compression": None, "delimiter": None}
+
+
+def _check_target(target: str | None, names: list[str], label: str) -> None:
+    if target is not None and target not in names:
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        raise DatasetError(f"target {target!r} is not a column of {label} (columns: {shown})", source=label)
+
+
+def ingest(
+    clients: ClientFactory,
+    bucket: str,
+    source: str,
+    *,
+    name: str | None = None,
+    target: str | None = None,
+    max_bytes: int = DEFAULT_MAX_MB * 1024 * 1024,
+    on_progress: ProgressCallback | None = None,
+) -> IngestResult:
+    """Stream `source` into the data bucket, hashing and profiling it in the same read.
+
+    Every failure, whether bad input or a broken upload, leaves nothing behind: no object, no open
+    multipart upload, no manifest.
+    """
+    started = time.monotonic()
+    found = resolve_source(clients, source)
+    file_format = detect_format(found.filename)
+    name = validate_name(name) if name is not None else derive_name(found.filename, file_format)
+    if found.size == 0:
+        raise DatasetError(f"{found.filename} is empty", source=found.uri)
+    if found.size is not None and found.size > max_bytes:
+        raise DatasetError(
+            f"{found.filename} is {found.size / 1e6:,.0f} MB, over the maximum of {max_bytes / 1e6:,.0f} MB: "
+            "raise --max-size-mb (MLTP_MAX_DATASET_MB) or split the file",
+            source=found.uri,
+        )
+    s3 = clients("s3")
+    expected = _sha256_of(found.local_path) if found.local_path else None
+    if expected:
+        existing = _manifest_or_none(s3, bucket, name, expected[:16])
+        if existing is not None:
+            _check_target_of(existing, target, found.filename)
+            return IngestResult(existing, created=False)
+        upload_key = f"datasets/{name}/{expected[:16]}/{found.filename}"
+    else:
+        upload_key = f"staging/{uuid.uuid4().hex}/{found.filename}"
+    digest = hashlib.sha256()
+    upload = MultipartUpload(s3, bucket, upload_key, part_size=part_size_for(found.size), extra_args=SSE)
+    try:
+        with found.open() as raw_source:
+            reader = TeeReader(raw_source, [digest.update, upload.write], max_bytes, found.filename)
+            if on_progress:
+                reader.sinks.append(lambda chunk: on_progress(reader.bytes_read, found.size))
+            profiler, file_info = _profile(reader, found, file_format, target)
+        _check_content(profiler, target, found.filename)
+        if expected and digest.hexdigest() != expected:
+            raise DatasetError(
+                f"{found.filename} changed while it was being read: ingest it again once it is complete",
+                source=found.uri,
+            )
+        existing = _manifest_or_none(s3, bucket, name, digest.hexdigest()[:16])
+        if existing is not None:  # same bytes as an existing version: nothing to do
+            upload.abort()
+            return IngestResult(existing, created=False)
+        upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    version = digest.hexdigest()[:16]
+    manifest = _manifest(
+        name, version, digest.hexdigest(), reader.bytes_read, found, file_info, profiler, target, bucket
+    )
+    manifest["ingest_seconds"] = round(time.monotonic() - started, 3)
+    return _publish(s3, bucket, upload_key, manifest)
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _check_target_of(manifest: dict[str, Any], target: str | None, label: str) -> None:
+    """The checks `_profile` would have made, against the profile of bytes ingested before."""
+    if target is None:
+        return
+    columns = {column["name"]: column for column in manifest["columns"]}
+    _check_target(target, list(columns), label)
+    if columns[target]["nulls"] == manifest["rows"]:
+        raise DatasetError(f"target {target!r} is empty in every row of {label}", source=label)
+
+
+def _check_content(profiler: Profiler, target: str | None, label: str) -> None:
+    if profiler.rows == 0:
+        raise DatasetError(f"{label} has a header but no data rows", source=label)
+    if target is not None and profiler.column(target).nulls == profiler.rows:
+        raise DatasetError(f"target {target!r} is empty in every row of {label}", source=label)
+
+
+def _manifest(name, version, sha256, size, found, file_info, profiler, target, bucket) -> dict[str, Any]:
+    prefix = f"datasets/{name}/{version}"
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "sha256": sha256,
+        "bytes": size,
+        "rows": profiler.rows,
+        "file": found.filename,
+        "format": file_info,
+        "uri": f"s3://{bucket}/{prefix}/{found.filename}",
+        "manifest_uri": f"s3://{bucket}/{prefix}/manifest.json",
+        "columns": [column.as_dict() for column in profiler.columns],
+        "target": target,
+        "task": task_hint(profiler.column(target)) if target else None,
+        "source": found.uri,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _publish(s3, bucket: str, uploaded_key: str, manifest: dict[str, Any]) -> IngestResult:
+    """Put the bytes at their versioned key (a copy when they were staged), write the manifest, then
+    move `latest`. On any failure, remove what this ingest made.
+
+    The manifest is written only if absent, so of two concurrent ingests of the same bytes one creates
+    the version and the other reports it as existing.
+    """
+    prefix = f"datasets/{manifest['name']}/{manifest['version']}"
+    data_key, manifest_key = f"{prefix}/{manifest['file']}", f"{prefix}/manifest.json"
+    wrote_manifest = False
+    try:
+        if uploaded_key != data_key:
+            _copy(s3, bucket, uploaded_key, data_key, manifest["bytes"])
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=manifest_key,
+                Body=json.dumps(manifest, indent=2).encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+                **SSE,
+            )
+        except ClientError as error:
+            if error_code(error) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                raise
+            return IngestResult(_manifest_or_none(s3, bucket, manifest["name"], manifest["version"]), False)
+        wrote_manifest = True
+        _record_version(s3, bucket, manifest)
+        return IngestResult(manifest, created=True)
+    except BaseException:
+        if wrote_manifest:
+            s3.delete_object(Bucket=bucket, Key=manifest_key)
+        if wrote_manifest or _manifest_or_none(s3, bucket, manifest["name"], manifest["version"]) is None:
+            s3.delete_object(Bucket=bucket, Key=data_key)
+        raise
+    finally:
+        if uploaded_key != data_key:
+            s3.delete_object(Bucket=bucket, Key=uploaded_key)
+
+
+def _copy(s3, bucket: str, source_key: str, key: str, size: int) -> None:
+    """Server-side copy: one CopyObject up to its 5 GB limit, a multipart copy beyond."""
+    if size < 5 * 1024**3:
+        s3.copy_object(CopySource={"Bucket": bucket, "Key": source_key}, Bucket=bucket, Key=key, **SSE)
+    else:
+        s3.copy({"Bucket": bucket, "Key": source_key}, bucket, key, ExtraArgs=SSE)
+
+
+def _record_version(s3, bucket: str, manifest: dict[str, Any], attempts: int = 30) -> None:
+    """Append the version to `latest.json` with compare-and-swap, so no concurrent ingest is lost."""
+    key = f"datasets/{manifest['name']}/latest.json"
+    entry = {field: manifest[field] for field in ("version", "sha256", "rows", "bytes", "created_at")}
+    for attempt in range(attempts):
+        try:
+            current = s3.get_object(Bucket=bucket, Key=key)
+            pointer, condition = json.loads(current["Body"].read()), {"IfMatch": current["ETag"]}
+        except ClientError as error:
+            if error_code(error) != "NoSuchKey":
+                raise
+            pointer, condition = {"name": manifest["name"], "versions": []}, {"IfNoneMatch": "*"}
+        pointer["versions"] = [v for v in pointer["versions"] if v["version"] != entry["version"]] + [entry]
+        pointer["latest"] = entry["version"]
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=json.dumps(pointer, indent=2).encode(),
+                ContentType="application/json",
+                **condition,
+                **SSE,
+            )
+            return
+        except ClientError as error:
+            if error_code(error) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                raise
+            time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 5)))  # someone else moved it: re-read
+    raise MltpError(
+        f"could not update s3://{bucket}/{key} after {attempts} attempts: too many concurrent ingests"
+    )
+
+
+def _read_json(s3, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as error:
+        if error_code(error) == "NoSuchKey":
+            return None
+        raise
+
+
+def _manifest_or_none(s3, bucket: str, name: str, version: str) -> dict[str, Any] | None:
+    return _read_json(s3, bucket, f"datasets/{name}/{version}/manifest.json")
+
+
+def parse_reference(reference: str) -> tuple[str, str | None]:
+    """`name` or `name@version`."""
+    name, _, version = reference.partition("@")
+    return validate_name(name), version or None
+
+
+def list_datasets(clients: ClientFactory, bucket: str) -> list[dict[str, Any]]:
+    """Every dataset with its latest version and version count, sorted by name."""
+    s3 = clients("s3")
+    names = []
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="datasets/", Delimiter="/"
+    ):
+        names += [entry["Prefix"].split("/")[1] for entry in page.get("CommonPrefixes", [])]
+    summaries = []
+    for name in sorted(names):
+        pointer = _read_json(s3, bucket, f"datasets/{name}/latest.json")
+        if pointer is None:
+            continue
+        latest = next(v for v in pointer["versions"] if v["version"] == pointer["latest"])
+        summaries.append(
+            {
+                "name": name,
+                "latest": pointer["latest"],
+                "versions": len(pointer["versions"]),
+                **{field: latest[field] for field in ("rows", "bytes", "created_at")},
+            }
+        )
+    return summaries
+
+
+def get_manifest(
+    clients: ClientFactory, bucket: str, name: str, version: str | None = None
+) -> dict[str, Any]:
+    s3 = clients("s3")
+    if version is None:
+        pointer = _read_json(s3, bucket, f"datasets/{name}/latest.json")
+        if pointer is None:
+            raise DatasetNotFoundError(
+                f"no dataset named {name!r} in s3://{bucket}: `mltp datasets list` shows what there is",
+                s3_uri=f"s3://{bucket}/datasets/{name}/",
+            )
+        version = pointer["latest"]
+    manifest = _manifest_or_none(s3, bucket, name, version)
+    if manifest is None:
+        raise DatasetNotFoundError(
+            f"dataset {name}@{version} does not exist in s3://{bucket}: "
+            f"`mltp datasets show {name}` lists its versions",
+            s3_uri=f"s3://{bucket}/datasets/{name}/{version}/",
+        )
+    return manifest
+
+
+def versions(clients: ClientFactory, bucket: str, name: str) -> list[dict[str, Any]]:
+    pointer = _read_json(clients("s3"), bucket, f"datasets/{name}/latest.json")
+    return pointer["versions"] if pointer else []
+
+
+def read_table(clients: ClientFactory, bucket: str, name: str, version: str | None = None) -> pa.Table:
+    """The dataset as an Arrow table, with the column types its profile inferred."""
+    manifest = get_manifest(clients, bucket, name, version)
+    data_bucket, key = _split_s3_uri(manifest["uri"])
+    body = clients("s3").get_object(Bucket=data_bucket, Key=key)["Body"]
+    if manifest["format"]["kind"] == "parquet":
+        return pq.read_table(pa.BufferReader(body.read()))
+    stream = gzip.GzipFile(fileobj=body) if manifest["format"]["compression"] == "gzip" else body
+    names = [column["name"] for column in manifest["columns"]]
+    table = pa_csv.read_csv(
+        stream,
+        pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        pa_csv.ParseOptions(delimiter=manifest["format"]["delimiter"], newlines_in_values=True),
+        pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True),
+    )
+    return pa.table(
+        {
+            column["name"]: pc.cast(table[column["name"]], arrow_type(column["type"]))
+            for column in manifest["columns"]
+        }
+    )
+
+
+def read_dataframe(clients: ClientFactory, bucket: str, name: str, version: str | None = None):
+    """The dataset as a pandas DataFrame."""
+    return read_table(clients, bucket, name, version).to_pandas()

@@ -1,0 +1,93 @@
+"""Streaming bytes into one S3 object as a multipart upload with several parts in flight.
+
+Memory stays bounded: at most `max_in_flight` parts are being sent while one more fills. Either
+`complete()` makes the object appear, or `abort()` leaves nothing behind (no object, no open upload).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+MIN_PART_SIZE = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+
+
+def part_size_for(expected_bytes: int | None) -> int:
+    """Parts big enough that even the largest expected object fits in S3's 10,000 parts."""
+    if not expected_bytes:
+        return MIN_PART_SIZE
+    return max(MIN_PART_SIZE, -(-expected_bytes // (MAX_PARTS - 100)))
+
+
+class MultipartUpload:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        part_size: int = MIN_PART_SIZE,
+        max_in_flight: int = 4,
+        extra_args: dict[str, str] | None = None,
+    ) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.part_size, self.max_in_flight = part_size, max_in_flight
+        # CRC32 per part, as boto3's own transfers do: S3 verifies each part and the whole object.
+        self.upload_id = s3.create_multipart_upload(
+            Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", **(extra_args or {})
+        )["UploadId"]
+        self._buffer = bytearray()
+        self._pending: deque[tuple[int, Future]] = deque()
+        self._parts: list[dict[str, Any]] = []
+        self._next_part = 1
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= self.part_size:
+            self._submit(bytes(self._buffer[: self.part_size]))
+            del self._buffer[: self.part_size]
+
+    def _submit(self, body: bytes) -> None:
+        while len(self._pending) >= self.max_in_flight:
+            self._collect_oldest()
+        number = self._next_part
+        self._next_part += 1
+        future = self._pool.submit(
+            self.s3.upload_part,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        self._pending.append((number, future))
+
+    def _collect_oldest(self) -> None:
+        number, future = self._pending.popleft()
+        sent = future.result()
+        self._parts.append(
+            {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]}
+        )
+
+    def complete(self) -> None:
+        if self._buffer or (not self._parts and not self._pending):  # S3 needs at least one part
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        while self._pending:
+            self._collect_oldest()
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self._parts}
+        )
+        self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Stop sending, wait for parts already on the wire, then drop the upload and its parts."""
+        for _, future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
+        self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)

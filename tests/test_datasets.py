@@ -1,0 +1,198 @@
+"""The dataset API on moto in-process: layout, versions, dedupe, reading back, and clean failures."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import boto3
+import pandas as pd
+import pytest
+from botocore.exceptions import ConnectionClosedError
+from moto import mock_aws
+
+from mltp import datasets
+from mltp.errors import DatasetError, DatasetNotFoundError
+
+BUCKET = "team-data"
+
+
+@pytest.fixture
+def clients():
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        cache = {}
+
+        def client(service: str):
+            return cache.setdefault(service, session.client(service))
+
+        client("s3").create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def keys(clients) -> list[str]:
+    return sorted(entry["Key"] for entry in clients("s3").list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+
+def open_uploads(clients) -> list:
+    return clients("s3").list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+
+
+@pytest.fixture
+def iris_csv(tmp_path):
+    path = tmp_path / "iris.csv"
+    frame = pd.DataFrame(
+        {
+            "sepal_length": [5.1, 4.9, 6.2, None, 5.9, 6.7],
+            "petals": [3, 3, 2, 1, 4, 3],
+            "species": ["setosa", "setosa", "virginica", "versicolor", "virginica", "setosa"],
+        }
+    )
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_ingest_writes_data_manifest_and_latest(clients, iris_csv) -> None:
+    path, _ = iris_csv
+    result = datasets.ingest(clients, BUCKET, str(path), target="species")
+    manifest = result.manifest
+    assert result.created
+    version = manifest["version"]
+    assert version == manifest["sha256"][:16]
+    assert keys(clients) == [
+        f"datasets/iris/{version}/iris.csv",
+        f"datasets/iris/{version}/manifest.json",
+        "datasets/iris/latest.json",
+    ]
+    assert manifest["rows"] == 6
+    assert manifest["bytes"] == path.stat().st_size
+    assert manifest["task"] == "classification"
+    assert manifest["uri"] == f"s3://{BUCKET}/datasets/iris/{version}/iris.csv"
+    assert {c["name"]: c["type"] for c in manifest["columns"]} == {
+        "sepal_length": "float",
+        "petals": "integer",
+        "species": "string",
+    }
+    assert manifest["columns"][0]["nulls"] == 1
+    s3 = clients("s3")
+    for key in keys(clients):
+        assert s3.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256"
+    stored = s3.get_object(Bucket=BUCKET, Key=f"datasets/iris/{version}/iris.csv")["Body"].read()
+    assert stored == path.read_bytes()
+    assert not open_uploads(clients)
+
+
+def test_same_bytes_again_is_a_no_op(clients, iris_csv) -> None:
+    path, _ = iris_csv
+    first = datasets.ingest(clients, BUCKET, str(path))
+    before = {
+        entry["Key"]: entry["LastModified"]
+        for entry in clients("s3").list_objects_v2(Bucket=BUCKET)["Contents"]
+    }
+    again = datasets.ingest(clients, BUCKET, str(path))
+    after = {
+        entry["Key"]: entry["LastModified"]
+        for entry in clients("s3").list_objects_v2(Bucket=BUCKET)["Contents"]
+    }
+    assert not again.created
+    assert again.manifest == first.manifest
+    assert before == after
+
+
+def test_new_bytes_make_a_new_version_and_move_latest(clients, iris_csv, tmp_path) -> None:
+    path, frame = iris_csv
+    first = datasets.ingest(clients, BUCKET, str(path))
+    changed = tmp_path / "iris.csv"
+    frame.iloc[:3].to_csv(changed, index=False)
+    second = datasets.ingest(clients, BUCKET, str(changed))
+    assert second.manifest["version"] != first.manifest["version"]
+    assert datasets.get_manifest(clients, BUCKET, "iris")["version"] == second.manifest["version"]
+    assert datasets.get_manifest(clients, BUCKET, "iris", first.manifest["version"]) == first.manifest
+    assert [v["version"] for v in datasets.versions(clients, BUCKET, "iris")] == [
+        first.manifest["version"],
+        second.manifest["version"],
+    ]
+    assert datasets.list_datasets(clients, BUCKET)[0]["versions"] == 2
+
+
+def test_s3_source_is_staged_and_cleaned_up(clients, iris_csv) -> None:
+    path, _ = iris_csv
+    clients("s3").put_object(Bucket=BUCKET, Key="incoming/iris.csv", Body=path.read_bytes())
+    from_s3 = datasets.ingest(clients, BUCKET, f"s3://{BUCKET}/incoming/iris.csv")
+    assert from_s3.created
+    assert not [key for key in keys(clients) if key.startswith("staging/")]
+    local = datasets.ingest(clients, BUCKET, str(path))  # same bytes, same version
+    assert not local.created and local.manifest["version"] == from_s3.manifest["version"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".tsv", ".parquet"])
+def test_reading_back_gives_the_same_frame(clients, iris_csv, tmp_path, suffix) -> None:
+    _, frame = iris_csv
+    path = tmp_path / f"flowers{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    elif suffix == ".csv.gz":
+        path.write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    datasets.ingest(clients, BUCKET, str(path), target="species")
+    back = datasets.read_dataframe(clients, BUCKET, "flowers")
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert back["petals"].dtype.kind == "i"
+
+
+def test_unknown_dataset_and_version(clients) -> None:
+    with pytest.raises(DatasetNotFoundError, match="no dataset named 'ghost'"):
+        datasets.get_manifest(clients, BUCKET, "ghost")
+    with pytest.raises(DatasetNotFoundError, match="ghost@abc does not exist"):
+        datasets.get_manifest(clients, BUCKET, "ghost", "abc")
+
+
+def fail_on(clients, operation: str, after: int = 0):
+    """Make the `after`+1-th call of `operation` (and later ones) fail like a dropped connection."""
+    calls = {"n": 0}
+
+    def maybe_fail(**_):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise ConnectionClosedError(endpoint_url="http://s3")
+
+    clients("s3").meta.events.register(f"before-call.s3.{operation}", maybe_fail)
+
+
+@pytest.mark.parametrize(
+    ("operation", "after"),
+    [("UploadPart", 1), ("CompleteMultipartUpload", 0), ("PutObject", 0), ("PutObject", 1)],
+)
+def test_an_upload_failing_half_way_leaves_nothing(clients, tmp_path, operation, after) -> None:
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"x": range(2_000_000), "y": range(2_000_000)}).to_csv(path, index=False)  # several parts
+    fail_on(clients, operation, after)
+    with pytest.raises(ConnectionClosedError):
+        datasets.ingest(clients, BUCKET, str(path))
+    assert keys(clients) == []
+    assert open_uploads(clients) == []
+
+
+def test_a_bad_row_late_in_the_file_leaves_nothing(clients, tmp_path) -> None:
+    path = tmp_path / "late.csv"
+    pd.DataFrame({"x": range(1_500_000), "y": range(1_500_000)}).to_csv(path, index=False)
+    with path.open("a") as out:
+        out.write("1,2,3\n")
+    with pytest.raises(DatasetError, match="has 3 fields but the header has 2"):
+        datasets.ingest(clients, BUCKET, str(path))
+    assert keys(clients) == []
+    assert open_uploads(clients) == []
+
+
+def test_latest_pointer_keeps_every_version(clients, tmp_path) -> None:
+    made = []
+    for n in range(3):
+        path = tmp_path / "series.csv"
+        path.write_text(f"a\n{n}\n")
+        made.append(datasets.ingest(clients, BUCKET, str(path)).manifest["version"])
+    pointer = json.loads(
+        clients("s3").get_object(Bucket=BUCKET, Key="datasets/series/latest.json")["Body"].read()
+    )
+    assert pointer["latest"] == made[-1]
+    assert [v["version"] for v in pointer["versions"]] == made

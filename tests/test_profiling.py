@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler, task_hint
+
+
+def profile_of(*batches: list) -> ColumnProfile:
+    column = ColumnProfile("c")
+    for values in batches:
+        column.update(pa.array(values, type=pa.string()))
+    return column
+
+
+@pytest.mark.parametrize(
+    ("batches", "expected_type"),
+    [
+        ([["1", "2", "3"]], "integer"),
+        ([["1", "2"], ["2.5", None]], "float"),  # widened in a later batch
+        ([["1.5", "2"], ["3"]], "float"),
+        ([["1", "2"], ["x"]], "string"),  # a word late in the file makes the column text
+        ([["true", "false"], ["true"]], "boolean"),
+        ([["2024-01-01", "2024-02-03T10:00:00"]], "datetime"),
+        ([["2024-01-01"], ["soon"]], "string"),
+        ([[None, None], [None]], "empty"),
+        ([[None], ["7"]], "integer"),
+    ],
+)
+def test_type_inference_across_batches(batches, expected_type) -> None:
+    assert profile_of(*batches).type == expected_type
+
+
+def test_nulls_min_max_and_exact_distinct() -> None:
+    column = profile_of(["3", None, "1"], ["2", "3", None])
+    assert column.as_dict() == {
+        "name": "c",
+        "type": "integer",
+        "nulls": 2,
+        "distinct": 3,
+        "distinct_exact": True,
+        "min": 1,
+        "max": 3,
+    }
+
+
+def test_widening_to_float_keeps_exact_counts_and_float_bounds() -> None:
+    column = profile_of(["1", "2"], ["2.0", "2.5"])
+    assert (column.type, column.distinct, column.distinct_exact) == ("float", 3, True)
+    assert (column.as_dict()["min"], column.as_dict()["max"]) == (1.0, 2.5)
+
+
+def test_text_has_no_bounds() -> None:
+    column = profile_of(["5", "6"], ["n/a-ish"])
+    assert (column.min, column.max) == (None, None)
+
+
+def test_many_distinct_values_become_an_estimate() -> None:
+    column = ColumnProfile("ids")
+    values = np.arange(EXACT_DISTINCT_LIMIT * 5)
+    for chunk in np.array_split(values, 10):
+        column.update(pa.array(chunk))
+    assert not column.distinct_exact
+    assert column.distinct == pytest.approx(len(values), rel=0.03)
+
+
+@pytest.mark.parametrize("true_count", [10, 1_000, 100_000, 1_000_000])
+def test_hyperloglog_error_is_small(true_count) -> None:
+    sketch = HyperLogLog()
+    sketch.add(pd.util.hash_array(np.arange(true_count)))
+    assert sketch.estimate() == pytest.approx(true_count, rel=0.03)
+
+
+def test_typed_parquet_columns_keep_their_type() -> None:
+    profiler = Profiler(["n", "f", "b", "t", "s"])
+    profiler.update(
+        pa.record_batch(
+            [
+                pa.array([1, 2, None]),
+                pa.array([0.5, None, 1.5]),
+                pa.array([True, False, True]),
+                pa.array(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])),
+                pa.array(["a", "b", "a"]).dictionary_encode(),
+            ],
+            names=["n", "f", "b", "t", "s"],
+        )
+    )
+    assert [c.type for c in profiler.columns] == ["integer", "float", "boolean", "datetime", "string"]
+    assert profiler.rows == 3
+    assert profiler.column("s").distinct == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "hint"),
+    [
+        (["a", "b", "a"], "classification"),
+        (["true", "false"], "classification"),
+        (["0", "1", "1", "0"], "classification"),
+        ([str(i) for i in range(500)], "regression"),
+        (["0.5", "1.25"], "regression"),
+    ],
+)
+def test_task_hint(values, hint) -> None:
+    assert task_hint(profile_of(values)) == hint
