@@ -8,7 +8,7 @@ import sys
 import typer
 
 from mltp import __version__
-from mltp.cli import blocks_cmd, doctor_cmd, sandbox_cmd
+from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, sandbox_cmd
 from mltp.errors import MltpError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(blocks_cmd.app, name="blocks")
+app.add_typer(datasets_cmd.app, name="datasets")
 app.command("doctor")(doctor_cmd.doctor)
 
 

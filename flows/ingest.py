@@ -1,0 +1,55 @@
+"""Flow `ingest-dataset`: a file (local or s3://) becomes a versioned, profiled dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.events import emit_event
+from prefect_aws import S3Bucket
+from pydantic import Field
+
+from blocks.platform import DATASETS
+from mltp.datasets import DEFAULT_MAX_MB
+from tasks.datasets import ingest_to_s3, publish_profile
+
+INGESTED_EVENT = "mltp.dataset.ingested"
+
+
+@flow(name="ingest-dataset")
+def ingest_dataset(
+    source: Annotated[
+        str, Field(description="Local path or s3:// URI of a CSV (.csv/.tsv, optionally .gz) or Parquet file")
+    ],
+    name: Annotated[
+        str | None, Field(description="Dataset name; derived from the file name when empty")
+    ] = None,
+    target: Annotated[str | None, Field(description="Target column for training, if known")] = None,
+    max_size_mb: Annotated[int, Field(ge=1, description="Refuse files larger than this")] = DEFAULT_MAX_MB,
+    bucket_block: Annotated[str, Field(description="S3 bucket block of the data bucket")] = DATASETS,
+) -> dict[str, Any]:
+    manifest = ingest_to_s3(source, name, target, max_size_mb, S3Bucket.load(bucket_block))
+    publish_profile(manifest)
+    if manifest["created"]:  # the same bytes again change nothing, and announce nothing
+        emit_event(
+            INGESTED_EVENT,
+            resource={
+                "prefect.resource.id": f"mltp.dataset.{manifest['name']}",
+                "prefect.resource.name": manifest["name"],
+            },
+            payload={
+                field: manifest[field]
+                for field in (
+                    "name",
+                    "version",
+                    "uri",
+                    "manifest_uri",
+                    "rows",
+                    "bytes",
+                    "sha256",
+                    "target",
+                    "task",
+                )
+            },
+        )
+    return manifest
