@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import random
 import time
@@ -51,11 +50,11 @@ from mltp.dataset_formats import (
 )
 from mltp.errors import DatasetError, DatasetNotFoundError, MltpError
 from mltp.profiling import Profiler, arrow_type, task_hint
+from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
 DEFAULT_MAX_MB = int(os.environ.get("MLTP_MAX_DATASET_MB", "20480"))
-SSE = {"ServerSideEncryption": "AES256"}
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -275,16 +274,9 @@ def _publish(s3, bucket: str, uploaded_key: str, manifest: dict[str, Any]) -> In
         if uploaded_key != data_key:
             _copy(s3, bucket, uploaded_key, data_key, manifest["bytes"])
         try:
-            s3.put_object(
-                Bucket=bucket,
-                Key=manifest_key,
-                Body=json.dumps(manifest, indent=2).encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-                **SSE,
-            )
+            put_json(s3, bucket, manifest_key, manifest, create=True)
         except ClientError as error:
-            if error_code(error) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
+            if not lost_race(error):
                 raise
             return IngestResult(_manifest_or_none(s3, bucket, manifest["name"], manifest["version"]), False)
         wrote_manifest = True
@@ -314,27 +306,15 @@ def _record_version(s3, bucket: str, manifest: dict[str, Any], attempts: int = 3
     key = f"datasets/{manifest['name']}/latest.json"
     entry = {field: manifest[field] for field in ("version", "sha256", "rows", "bytes", "created_at")}
     for attempt in range(attempts):
-        try:
-            current = s3.get_object(Bucket=bucket, Key=key)
-            pointer, condition = json.loads(current["Body"].read()), {"IfMatch": current["ETag"]}
-        except ClientError as error:
-            if error_code(error) != "NoSuchKey":
-                raise
-            pointer, condition = {"name": manifest["name"], "versions": []}, {"IfNoneMatch": "*"}
+        pointer, etag = read_json(s3, bucket, key)
+        pointer = pointer or {"name": manifest["name"], "versions": []}
         pointer["versions"] = [v for v in pointer["versions"] if v["version"] != entry["version"]] + [entry]
         pointer["latest"] = entry["version"]
         try:
-            s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=json.dumps(pointer, indent=2).encode(),
-                ContentType="application/json",
-                **condition,
-                **SSE,
-            )
+            put_json(s3, bucket, key, pointer, etag=etag, create=etag is None)
             return
         except ClientError as error:
-            if error_code(error) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
+            if not lost_race(error):
                 raise
             time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 5)))  # someone else moved it: re-read
     raise MltpError(
@@ -342,17 +322,8 @@ def _record_version(s3, bucket: str, manifest: dict[str, Any], attempts: int = 3
     )
 
 
-def _read_json(s3, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as error:
-        if error_code(error) == "NoSuchKey":
-            return None
-        raise
-
-
 def _manifest_or_none(s3, bucket: str, name: str, version: str) -> dict[str, Any] | None:
-    return _read_json(s3, bucket, f"datasets/{name}/{version}/manifest.json")
+    return read_json(s3, bucket, f"datasets/{name}/{version}/manifest.json")[0]
 
 
 def parse_reference(reference: str) -> tuple[str, str | None]:
@@ -371,7 +342,7 @@ def list_datasets(clients: ClientFactory, bucket: str) -> list[dict[str, Any]]:
         names += [entry["Prefix"].split("/")[1] for entry in page.get("CommonPrefixes", [])]
     summaries = []
     for name in sorted(names):
-        pointer = _read_json(s3, bucket, f"datasets/{name}/latest.json")
+        pointer, _ = read_json(s3, bucket, f"datasets/{name}/latest.json")
         if pointer is None:
             continue
         latest = next(v for v in pointer["versions"] if v["version"] == pointer["latest"])
@@ -391,7 +362,7 @@ def get_manifest(
 ) -> dict[str, Any]:
     s3 = clients("s3")
     if version is None:
-        pointer = _read_json(s3, bucket, f"datasets/{name}/latest.json")
+        pointer, _ = read_json(s3, bucket, f"datasets/{name}/latest.json")
         if pointer is None:
             raise DatasetNotFoundError(
                 f"no dataset named {name!r} in s3://{bucket}: `mltp datasets list` shows what there is",
@@ -409,7 +380,7 @@ def get_manifest(
 
 
 def versions(clients: ClientFactory, bucket: str, name: str) -> list[dict[str, Any]]:
-    pointer = _read_json(clients("s3"), bucket, f"datasets/{name}/latest.json")
+    pointer, _ = read_json(clients("s3"), bucket, f"datasets/{name}/latest.json")
     return pointer["versions"] if pointer else []
 
 

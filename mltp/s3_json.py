@@ -1,0 +1,47 @@
+"""Small JSON documents in S3 with conditional writes: the building block of our pointers and manifests.
+
+`If-None-Match: *` creates only if absent; `If-Match: <etag>` replaces only what we read (compare-and-
+swap). A lost race is a `PreconditionFailed` (412) or `ConditionalRequestConflict` (409).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mltp.aws import error_code
+
+SSE = {"ServerSideEncryption": "AES256"}
+_LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def lost_race(error: ClientError) -> bool:
+    return error_code(error) in _LOST_RACE
+
+
+def read_json(s3, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The document and its ETag, or (None, None) when there is no such key."""
+    try:
+        found = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) == "NoSuchKey":
+            return None, None
+        raise
+    return json.loads(found["Body"].read()), found["ETag"]
+
+
+def put_json(
+    s3, bucket: str, key: str, document: dict[str, Any], *, etag: str | None = None, create: bool = False
+):
+    """Write encrypted JSON; `create` only if absent, `etag` only if unchanged. Raises `ClientError`."""
+    condition = {"IfNoneMatch": "*"} if create else {"IfMatch": etag} if etag else {}
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(document, indent=2).encode(),
+        ContentType="application/json",
+        **condition,
+        **SSE,
+    )

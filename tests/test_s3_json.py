@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from mltp.s3_json import lost_race, put_json, read_json
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="docs-bucket")
+        yield client
+
+
+def test_create_only_once(s3) -> None:
+    put_json(s3, "docs-bucket", "a.json", {"n": 1}, create=True)
+    with pytest.raises(ClientError) as caught:
+        put_json(s3, "docs-bucket", "a.json", {"n": 2}, create=True)
+    assert lost_race(caught.value)
+    assert read_json(s3, "docs-bucket", "a.json")[0] == {"n": 1}
+
+
+def test_compare_and_swap(s3) -> None:
+    put_json(s3, "docs-bucket", "a.json", {"n": 1}, create=True)
+    document, etag = read_json(s3, "docs-bucket", "a.json")
+    put_json(s3, "docs-bucket", "a.json", {"n": 2}, etag=etag)
+    with pytest.raises(ClientError) as caught:  # the stale ETag loses
+        put_json(s3, "docs-bucket", "a.json", {"n": 3}, etag=etag)
+    assert lost_race(caught.value)
+    assert read_json(s3, "docs-bucket", "a.json")[0] == {"n": 2}
+    assert s3.head_object(Bucket="docs-bucket", Key="a.json")["ServerSideEncryption"] == "AES256"
+
+
+def test_missing_document(s3) -> None:
+    assert read_json(s3, "docs-bucket", "nope.json") == (None, None)
