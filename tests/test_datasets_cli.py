@@ -118,6 +118,12 @@ def test_ingest_emits_the_event_and_publishes_the_profile(sandbox, iris) -> None
     assert artifacts and artifacts[0]["type"] == "markdown"
     assert "| petal | float | 1 |" in artifacts[0]["data"]
 
+    progress = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"type": {"any_": ["progress"]}}}
+    ).json()
+    mine = [artifact for artifact in progress if path.name in (artifact["description"] or "")]
+    assert mine and mine[0]["data"] == 100.0
+
     runs = httpx.post(
         f"{api}/flow_runs/filter",
         json={
