@@ -103,9 +103,13 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
 
 
 def _profile(
-    raw: TeeReader, source: Source, file_format: FileFormat, target: str | None
+    raw: TeeReader, source: Source, file_format: FileFormat, target: str | None, report: Callable[[], None]
 ) -> tuple[Profiler, dict]:
-    """Parse and profile while `raw` feeds the hash and the upload. Returns the profile and the format."""
+    """Parse and profile while `raw` feeds the hash and the upload. Returns the profile and the format.
+
+    `report` is called between batches, on this thread: the parser reads `raw` from threads of its own,
+    where a progress callback that talks to an API would find none of this thread's context.
+    """
     label = source.filename
     if file_format.kind == "csv":
         dialect, stream = open_csv_stream(raw, file_format, label)
@@ -113,6 +117,7 @@ def _profile(
         profiler = Profiler(dialect.names)
         for batch in csv_batches(stream, dialect, label):
             profiler.update(batch)
+            report()
         raw.drain()
         return profiler, {
             "kind": "csv",
@@ -192,9 +197,9 @@ def ingest(
     try:
         with found.open() as raw_source:
             reader = TeeReader(raw_source, [digest.update, upload.write], max_bytes, found.filename)
-            if on_progress:
-                reader.sinks.append(lambda chunk: on_progress(reader.bytes_read, found.size))
-            profiler, file_info = _profile(reader, found, file_format, target)
+            report = (lambda: on_progress(reader.bytes_read, found.size)) if on_progress else (lambda: None)
+            profiler, file_info = _profile(reader, found, file_format, target, report)
+            report()
         _check_content(profiler, target, found.filename)
         if expected and digest.hexdigest() != expected:
             raise DatasetError(

@@ -289,3 +289,17 @@ class _Raw:
 
     def stream(self, **_):
         yield self.body
+
+
+def test_progress_of_a_file_the_parser_reads_in_its_own_threads(sandbox, tmp_path) -> None:
+    """Past the first 64 KiB, pyarrow reads from threads of its own; progress must still reach the UI."""
+    name = unique("progress")
+    path = tmp_path / f"{name}.csv"
+    pd.DataFrame({"x": range(300_000), "y": range(300_000)}).to_csv(path, index=False)
+    result = ingest(sandbox, str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    progress = httpx.post(
+        f"{sandbox.prefect_api_url}/artifacts/filter", json={"artifacts": {"type": {"any_": ["progress"]}}}
+    ).json()
+    mine = [artifact for artifact in progress if path.name in (artifact["description"] or "")]
+    assert mine and mine[0]["data"] == 100.0

@@ -42,6 +42,8 @@ def _root(
 def main() -> None:
     # Prefect's client telemetry reaches the internet; off unless the user explicitly turns it on.
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Never let Prefect start a hidden throw-away server (e.g. from a thread that lost our settings).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
     try:
         app()  # standalone mode: typer itself handles usage errors and exits
     except MltpError as error:

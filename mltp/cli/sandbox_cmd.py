@@ -97,6 +97,7 @@ def env() -> None:
         "PREFECT_API_URL": endpoints.prefect_api_url,
         "AWS_ENDPOINT_URL": endpoints.aws_endpoint_url,
         "AWS_REGION": lifecycle.REGION,
+        "AWS_DEFAULT_REGION": lifecycle.REGION,  # the name boto3 reads
         "AWS_ACCESS_KEY_ID": lifecycle.ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": lifecycle.SECRET_ACCESS_KEY,
         "ML_DATA_BUCKET": lifecycle.DATA_BUCKET,
