@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint down lock clean
+.PHONY: install demo test lint bench down lock clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Ingestion benchmark against a private sandbox: writes benchmarks/RESULTS.md (a few minutes).
+bench: install
+	$(BIN)/python -m benchmarks
 
 down: install
 	$(BIN)/mltp sandbox down

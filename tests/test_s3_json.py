@@ -26,7 +26,7 @@ def test_create_only_once(s3) -> None:
 
 def test_compare_and_swap(s3) -> None:
     put_json(s3, "docs-bucket", "a.json", {"n": 1}, create=True)
-    document, etag = read_json(s3, "docs-bucket", "a.json")
+    _, etag = read_json(s3, "docs-bucket", "a.json")
     put_json(s3, "docs-bucket", "a.json", {"n": 2}, etag=etag)
     with pytest.raises(ClientError) as caught:  # the stale ETag loses
         put_json(s3, "docs-bucket", "a.json", {"n": 3}, etag=etag)

@@ -1,0 +1,91 @@
+"""What the benchmark runs on: a private sandbox, the AWS CLI in its own venv, and measured child
+processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.files import REPO
+
+MLTP = REPO / ".venv" / "bin" / "mltp"
+TOOLS = REPO / ".mltp" / "bench-tools"
+AWS_CLI = TOOLS / "bin" / "aws"
+SPAWN = Path(__file__).with_name("spawn.py")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    seconds: float
+    peak_rss_mb: float
+    output: dict
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
+    """`mltp sandbox up` on free ports in a temporary MLTP_HOME; always `down` again. Yields the AWS
+    endpoint and an environment with fake credentials and no user AWS configuration."""
+    with tempfile.TemporaryDirectory(prefix="mltp-bench-") as home:
+        env = {
+            **os.environ,
+            "MLTP_HOME": home,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": f"{home}/no-aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": f"{home}/no-aws-credentials",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        env.pop("AWS_PROFILE", None)
+        env.pop("AWS_SESSION_TOKEN", None)
+        up = [MLTP, "sandbox", "up", "--aws-port", str(free_port()), "--prefect-port", str(free_port())]
+        try:
+            status = json.loads(
+                subprocess.run([*up, "--json"], env=env, check=True, capture_output=True).stdout
+            )
+            yield status["aws_endpoint_url"], env
+        finally:
+            subprocess.run([MLTP, "sandbox", "down"], env=env, capture_output=True)
+
+
+def ensure_aws_cli() -> str:
+    """AWS CLI v1 pins its own botocore, so it lives in a venv of its own; installed on first use."""
+    if not AWS_CLI.exists():
+        python = shutil.which("python3.11") or sys.executable
+        subprocess.run([python, "-m", "venv", "--clear", TOOLS], check=True)
+        pip = [TOOLS / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "awscli"], check=True)
+    return subprocess.run([AWS_CLI, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def measure(argv: list[str | Path], env: dict[str, str], timed_inside: bool) -> Measurement:
+    """Run `argv` in a fresh process, started by `spawn.py` so that its peak RSS (from `os.wait4`) is its
+    own. With `timed_inside` the child prints JSON with its own "seconds"; otherwise the whole command
+    is timed (from its spawn to its exit)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        launcher = [sys.executable, "-I", "-S", SPAWN, report, *argv]
+        done = subprocess.run(launcher, env=env, cwd=REPO, capture_output=True)
+        spawned = json.loads(report.read_text()) if report.exists() else {"exit": done.returncode}
+    if done.returncode != 0 or spawned["exit"] != 0:
+        raise RuntimeError(
+            f"{argv} failed ({spawned['exit']}):\n{done.stderr.decode(errors='replace')[-3000:]}"
+        )
+    output = json.loads(done.stdout) if timed_inside else {}
+    seconds = output["seconds"] if timed_inside else spawned["seconds"]
+    return Measurement(seconds, spawned["maxrss_kb"] / 1024, output)  # ru_maxrss is in KiB on Linux

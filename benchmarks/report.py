@@ -1,0 +1,49 @@
+"""The results table: one row per figure, median [min-max] of each side, and a verdict per target."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DASH = "\N{EN DASH}"
+Verdict = Callable[[list[float], list[float]], bool]
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    ours: list[float]
+    baseline: list[float]
+    unit: str  # "s" or "MB"
+    target: str = "— (informational)"
+    met: Verdict | None = None
+
+
+def summary(values: list[float], unit: str) -> str:
+    digits = 1 if unit == "s" else 0
+    median = f"{statistics.median(values):.{digits}f} {unit}"
+    if len(values) == 1:
+        return f"{median} (1 run)"
+    return f"{median} [{min(values):.{digits}f}{DASH}{max(values):.{digits}f}]"
+
+
+def ratio(ours: list[float], baseline: list[float]) -> float:
+    return statistics.median(ours) / statistics.median(baseline)
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        f"| figure | ours (median [min{DASH}max]) | baseline (median [min{DASH}max]) "
+        "| ratio ours/baseline (medians) | target |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        target = row.target
+        if row.met is not None:
+            target += ": **met**" if row.met(row.ours, row.baseline) else ": **NOT met**"
+        lines.append(
+            f"| {row.figure} | {summary(row.ours, row.unit)} | {summary(row.baseline, row.unit)} "
+            f"| {ratio(row.ours, row.baseline):.2f}x | {target} |"
+        )
+    return "\n".join(lines)
