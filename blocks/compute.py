@@ -53,6 +53,9 @@ class Ec2Compute(Block):
     max_runtime_minutes: int = Field(
         120, ge=1, le=10080, description="Hard limit: the instance shuts itself down after this long."
     )
+    max_instances: int = Field(
+        4, ge=1, le=100, description="At most this many instances for one training run (a grid is split)."
+    )
 
     @model_validator(mode="after")
     def _default_type_allowed(self) -> Ec2Compute:
@@ -78,3 +81,6 @@ class LambdaCompute(Block):
     memory_mb: int = Field(3008, ge=128, le=10240, description="Function memory in MB (CPU scales with it).")
     timeout_seconds: int = Field(900, ge=1, le=900, description="Function timeout in seconds (AWS max 900).")
     ephemeral_storage_mb: int = Field(2048, ge=512, le=10240, description="Size of /tmp in MB.")
+    max_rows: int = Field(
+        100_000, ge=0, description="Datasets with more rows train on EC2 unless compute=lambda is forced."
+    )

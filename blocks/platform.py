@@ -16,6 +16,7 @@ from blocks.compute import Ec2Compute, LambdaCompute
 from mltp.aws import RETRY_CONFIG, caller_identity
 from mltp.buckets import ensure_buckets
 from mltp.errors import MltpError
+from mltp.planning import PlannerSettings
 from mltp.settings import PlatformSettings
 
 CREDENTIALS = "mltp-aws"
@@ -68,6 +69,7 @@ def build_blocks(settings: PlatformSettings) -> PlatformBlocks:
             key_name=settings.ec2_key_name,
             use_spot=settings.ec2_use_spot,
             max_runtime_minutes=settings.ec2_max_runtime_minutes,
+            max_instances=settings.ec2_max_instances,
         ),
         lambda_=LambdaCompute(
             function_name=f"{settings.lambda_function_prefix}trainer",
@@ -75,6 +77,7 @@ def build_blocks(settings: PlatformSettings) -> PlatformBlocks:
             memory_mb=settings.lambda_memory_mb,
             timeout_seconds=settings.lambda_timeout_seconds,
             ephemeral_storage_mb=settings.lambda_ephemeral_storage_mb,
+            max_rows=settings.lambda_max_rows,
         ),
     )
 
@@ -110,6 +113,32 @@ def init_blocks(settings: PlatformSettings) -> InitReport:
     for name, block in blocks.named():
         block.save(name, overwrite=True)
     return InitReport(account=account, buckets=buckets, blocks=[name for name, _ in blocks.named()])
+
+
+def trainer_environment(credentials: AwsCredentials) -> dict[str, str]:
+    """Environment giving a local trainer process the same AWS access as this block (never logged)."""
+    env = {"AWS_DEFAULT_REGION": credentials.region_name or "us-east-1"}
+    if credentials.aws_access_key_id and credentials.aws_secret_access_key:
+        env["AWS_ACCESS_KEY_ID"] = credentials.aws_access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = credentials.aws_secret_access_key.get_secret_value()
+    if credentials.aws_session_token:
+        env["AWS_SESSION_TOKEN"] = credentials.aws_session_token
+    if credentials.profile_name:
+        env["AWS_PROFILE"] = credentials.profile_name
+    if credentials.aws_client_parameters.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = credentials.aws_client_parameters.endpoint_url
+    return env
+
+
+def planner_settings(blocks: PlatformBlocks) -> PlannerSettings:
+    return PlannerSettings(
+        lambda_max_rows=blocks.lambda_.max_rows,
+        lambda_memory_mb=blocks.lambda_.memory_mb,
+        lambda_timeout_s=blocks.lambda_.timeout_seconds,
+        lambda_ephemeral_mb=blocks.lambda_.ephemeral_storage_mb,
+        allowed_instance_types=tuple(blocks.ec2.allowed_instance_types),
+        max_instances=blocks.ec2.max_instances,
+    )
 
 
 def load_blocks() -> PlatformBlocks:

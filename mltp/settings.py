@@ -64,11 +64,13 @@ class PlatformSettings(BaseSettings):
     ec2_key_name: str | None = Field(None, validation_alias="EC2_KEY_NAME")
     ec2_use_spot: bool = Field(False, validation_alias="EC2_USE_SPOT")
     ec2_max_runtime_minutes: int = Field(120, ge=1, le=10080, validation_alias="EC2_MAX_RUNTIME_MINUTES")
+    ec2_max_instances: int = Field(4, ge=1, le=100, validation_alias="EC2_MAX_INSTANCES")
 
     lambda_function_prefix: LambdaPrefix = Field("mltp-", validation_alias="LAMBDA_FUNCTION_PREFIX")
     lambda_runtime: LambdaRuntime = Field("python3.11", validation_alias="LAMBDA_RUNTIME")
     lambda_timeout_seconds: int = Field(900, ge=1, le=900, validation_alias="LAMBDA_TIMEOUT")
     lambda_memory_mb: int = Field(3008, ge=128, le=10240, validation_alias="LAMBDA_MEMORY_MB")
+    lambda_max_rows: int = Field(100_000, ge=0, validation_alias="LAMBDA_MAX_ROWS")
     lambda_ephemeral_storage_mb: int = Field(
         2048, ge=512, le=10240, validation_alias="LAMBDA_EPHEMERAL_STORAGE_MB"
     )

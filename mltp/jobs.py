@@ -1,0 +1,146 @@
+"""Turning a training request into a validated job spec, before any compute is paid for.
+
+Everything that can be checked from the dataset's manifest is checked here: the algorithm, the task,
+the target's classes or type, that features remain, and every hyperparameter (with scikit-learn's own
+message). What can only be found on the compute is reported in the job's status.json instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from mltp.aws import ClientFactory, error_code
+from mltp.errors import BucketError
+from mltp.s3_json import put_json
+from mltp.trainer.algorithms import get_algorithm, validate_candidates
+from mltp.trainer.errors import TrainingInputError
+from mltp.trainer.features import plan_features
+from mltp.trainer.spec import JobSpec, Validation, default_primary_metric
+
+
+def parse_value(text: str) -> Any:
+    """`5` -> 5, `0.1` -> 0.1, `true` -> True, `null` -> None, anything else stays a string."""
+    lowered = {"true": "true", "false": "false", "none": "null", "null": "null"}.get(text.strip().lower())
+    try:
+        return json.loads(lowered or text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainingInputError(f"{flag} {item!r} is not key=value")
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def candidates_from(params: list[str], grid: list[str]) -> list[dict[str, Any]]:
+    """`--param k=v` fixed values plus the cartesian product of `--grid k=v1,v2`."""
+    fixed = {key: parse_value(value) for key, value in _pairs(params, "--param")}
+    axes = {key: [parse_value(v) for v in values.split(",")] for key, values in _pairs(grid, "--grid")}
+    overlap = set(fixed) & set(axes)
+    if overlap:
+        raise TrainingInputError(f"{', '.join(sorted(overlap))} given both as --param and --grid")
+    return [{**fixed, **dict(zip(axes, combo, strict=True))} for combo in itertools.product(*axes.values())]
+
+
+def new_job_id(dataset: str, algorithm: str) -> str:
+    stem = f"{dataset}-{algorithm}".replace("_", "-")[:40].strip("-")
+    return f"{stem}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def build_job_spec(
+    manifest: dict[str, Any],
+    *,
+    algorithm: str,
+    candidates: list[dict[str, Any]],
+    models_bucket: str,
+    target: str | None = None,
+    task: str | None = None,
+    primary_metric: str | None = None,
+    seed: int = 0,
+    folds: int | None = None,
+    holdout: float = 0.2,
+    job_id: str | None = None,
+) -> JobSpec:
+    columns = {column["name"]: column for column in manifest["columns"]}
+    target = target or manifest.get("target")
+    if not target:
+        raise TrainingInputError(f"dataset {manifest['name']} has no target: pass --target COLUMN")
+    if target not in columns:
+        raise TrainingInputError(
+            f"target {target!r} is not a column of {manifest['name']} ({', '.join(columns)})"
+        )
+    profile = columns[target]
+    task = task or (manifest.get("task") if target == manifest.get("target") else None) or _task_of(profile)
+    get_algorithm(algorithm).estimator_class(task)
+    if task == "regression" and profile["type"] not in ("integer", "float"):
+        raise TrainingInputError(
+            f"regression target {target!r} is not numeric (it is {profile['type']}): "
+            "use --task classification"
+        )
+    if task == "classification" and profile["distinct_exact"] and profile["distinct"] < 2:
+        raise TrainingInputError(
+            f"classification target {target!r} has a single class: there is nothing to learn"
+        )
+    plan_features(manifest["columns"], target, manifest["rows"])
+    validate_candidates(algorithm, task, candidates)
+    job_id = job_id or new_job_id(manifest["name"], algorithm)
+    validation = Validation(kind="kfold", folds=folds) if folds else Validation(holdout_fraction=holdout)
+    try:
+        return JobSpec(
+            job_id=job_id,
+            dataset_manifest_uri=manifest["manifest_uri"],
+            target=target,
+            task=task,
+            algorithm=algorithm,
+            candidates=candidates,
+            primary_metric=primary_metric or default_primary_metric(task),
+            seed=seed,
+            validation=validation,
+            output_prefix=f"s3://{models_bucket}/runs/{job_id}/",
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise TrainingInputError(
+            f"job spec is invalid: {where}: {first['msg'].removeprefix('Value error, ')}"
+        ) from error
+
+
+def _task_of(profile: dict[str, Any]) -> str:
+    from mltp.profiling import CLASSIFICATION_MAX_CLASSES
+
+    if profile["type"] == "float" or (
+        profile["type"] == "integer" and profile["distinct"] > CLASSIFICATION_MAX_CLASSES
+    ):
+        return "regression"
+    return "classification"
+
+
+def write_job(clients: ClientFactory, spec: JobSpec) -> str:
+    """Store the spec at runs/<job_id>/job.json, after checking the output location is ours to write."""
+    bucket, prefix = spec.output_bucket_and_prefix
+    s3 = clients("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error_code(error) in {"404", "NoSuchBucket", "403", "AccessDenied"}:
+            raise BucketError(
+                f"the model output location s3://{bucket} does not exist or is not ours: "
+                "run `mltp blocks init`",
+                s3_uri=f"s3://{bucket}",
+            ) from error
+        raise
+    put_json(s3, bucket, f"{prefix}job.json", spec.model_dump(mode="json"), create=True)
+    return f"s3://{bucket}/{prefix}job.json"

@@ -1,0 +1,26 @@
+"""`python -m mltp.trainer run --job s3://bucket/runs/<job_id>/job.json`: what EC2 user-data runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mltp.aws import boto3_client_factory
+from mltp.trainer.runner import configure_logging, run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mltp.trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train as the job spec says and write status.json")
+    run.add_argument("--job", required=True, help="s3:// URI of the job spec")
+    args = parser.parse_args(argv)
+    configure_logging()
+    # On EC2 the bootstrap exports the instance id; credentials and region come from the instance role.
+    status = run_job(args.job, boto3_client_factory(), instance_id=os.environ.get("MLTP_INSTANCE_ID"))
+    return 0 if status["state"] == "succeeded" else (2 if status.get("kind") == "user" else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

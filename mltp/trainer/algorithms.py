@@ -1,0 +1,95 @@
+"""The estimators we train, by short name, and validation of their hyperparameters before launch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.utils._param_validation import InvalidParameterError
+
+from mltp.trainer.errors import TrainingInputError
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    classifier: type[BaseEstimator] | None
+    regressor: type[BaseEstimator] | None
+    needs_scaling: bool
+    # Ensembles grow in steps (warm start) so progress can follow the estimators as they are added.
+    growth_param: str | None = None
+    # Relative fit cost per row and feature, used by the planner's runtime estimate.
+    cost_per_cell: float = 1.0
+
+    def estimator_class(self, task: str) -> type[BaseEstimator]:
+        found = self.classifier if task == "classification" else self.regressor
+        if found is None:
+            other = "regression" if task == "classification" else "classification"
+            raise TrainingInputError(
+                f"algorithm {self.name!r} does only {other}, but the task is {task}: "
+                f"choose one of {', '.join(names_for(task))}"
+            )
+        return found
+
+
+ALGORITHMS = {
+    a.name: a
+    for a in (
+        Algorithm("logistic_regression", LogisticRegression, None, True, cost_per_cell=2.0),
+        Algorithm("ridge", None, Ridge, True, cost_per_cell=0.5),
+        Algorithm(
+            "random_forest", RandomForestClassifier, RandomForestRegressor, False, "n_estimators", 40.0
+        ),
+        Algorithm(
+            "hist_gradient_boosting",
+            HistGradientBoostingClassifier,
+            HistGradientBoostingRegressor,
+            False,
+            "max_iter",
+            8.0,
+        ),
+        Algorithm("linear_svm", LinearSVC, LinearSVR, True, cost_per_cell=2.0),
+        Algorithm("knn", KNeighborsClassifier, KNeighborsRegressor, True, cost_per_cell=20.0),
+    )
+}
+
+
+def names_for(task: str) -> list[str]:
+    attribute = "classifier" if task == "classification" else "regressor"
+    return [name for name, algorithm in ALGORITHMS.items() if getattr(algorithm, attribute)]
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise TrainingInputError(f"unknown algorithm {name!r}: choose one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+def build_estimator(name: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:
+    """The configured estimator; scikit-learn's own message for any bad parameter."""
+    estimator = get_algorithm(name).estimator_class(task)()
+    if "random_state" in estimator.get_params():
+        estimator.set_params(random_state=seed)
+    try:
+        estimator.set_params(**params)
+        estimator._validate_params()  # the constraint check scikit-learn runs at fit(), done before launch
+    except (InvalidParameterError, ValueError, TypeError) as error:
+        raise TrainingInputError(
+            f"invalid hyperparameters for {name}: {str(error).splitlines()[0]}"
+        ) from error
+    return estimator
+
+
+def validate_candidates(name: str, task: str, candidates: list[dict[str, Any]]) -> None:
+    for params in candidates:
+        build_estimator(name, task, params, seed=0)

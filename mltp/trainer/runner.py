@@ -1,0 +1,286 @@
+"""Run one job spec end to end: read data, fit every candidate, keep the best, write the results.
+
+`status.json` is written last: its presence means the model, metrics and signature are all there. A
+failure still writes it, saying whether the user's data or parameters caused it (no retry will help)
+or the infrastructure did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+import skops.io as sio
+from pydantic import ValidationError
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+from mltp import datasets
+from mltp.aws import ClientFactory
+from mltp.s3_json import SSE, put_json, read_json
+from mltp.trainer.algorithms import build_estimator, get_algorithm
+from mltp.trainer.errors import TrainingInputError
+from mltp.trainer.features import build_preprocessor, plan_features
+from mltp.trainer.metrics import better, evaluate
+from mltp.trainer.spec import JobSpec
+from mltp.trainer.telemetry import Telemetry, logger
+
+GROWTH_STEPS = 5
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def load_spec(clients: ClientFactory, job_uri: str) -> JobSpec:
+    bucket, key = _split_uri(job_uri)
+    document, _ = read_json(clients("s3"), bucket, key)
+    if document is None:
+        raise TrainingInputError(f"no job spec at {job_uri}")
+    try:
+        return JobSpec.model_validate(document)
+    except ValidationError as error:
+        raise TrainingInputError(f"job spec {job_uri} is invalid: {error.errors()[0]['msg']}") from error
+
+
+def load_training_data(clients: ClientFactory, spec: JobSpec) -> tuple[dict, pd.DataFrame, pd.Series, int]:
+    """Features and target, rows with a missing target dropped and counted."""
+    bucket, key = _split_uri(spec.dataset_manifest_uri)
+    manifest, _ = read_json(clients("s3"), bucket, key)
+    if manifest is None:
+        raise TrainingInputError(f"no dataset manifest at {spec.dataset_manifest_uri}")
+    frame = datasets.read_dataframe(clients, bucket, manifest["name"], manifest["version"])
+    if spec.target not in frame.columns:
+        raise TrainingInputError(f"target {spec.target!r} is not a column of {manifest['name']}")
+    missing = frame[spec.target].isna()
+    frame = frame.loc[~missing]
+    if frame.empty:
+        raise TrainingInputError(f"target {spec.target!r} is empty in every row of {manifest['name']}")
+    y = frame.pop(spec.target)
+    check_target(y, spec.task, spec.target)
+    types = {column["name"]: column["type"] for column in manifest["columns"]}
+    for column in frame.columns:  # the representations scikit-learn's imputers and encoders expect
+        if types[column] == "boolean":
+            frame[column] = frame[column].map({True: 1.0, False: 0.0}).astype("float64")
+        elif types[column] == "string":
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+    return manifest, frame, y, int(missing.sum())
+
+
+def check_target(y: pd.Series, task: str, name: str) -> None:
+    if task == "regression" and not pd.api.types.is_numeric_dtype(y):
+        raise TrainingInputError(f"regression target {name!r} is not numeric ({y.dtype}): use classification")
+    if task == "classification" and y.nunique() < 2:
+        raise TrainingInputError(f"classification target {name!r} has a single class ({y.iloc[0]!r})")
+
+
+class _Progress:
+    """Maps the work units (candidates x folds, ensemble growth) onto 0.15..0.90."""
+
+    def __init__(self, telemetry: Telemetry, units: int) -> None:
+        self.telemetry, self.units, self.done = telemetry, units, 0
+
+    def within_unit(self, fraction: float, stage: str) -> None:
+        self.telemetry.progress(0.15 + 0.75 * (self.done + fraction) / self.units, stage)
+
+    def unit_done(self, stage: str) -> None:
+        self.done += 1
+        self.within_unit(0.0, stage)
+
+
+def fit_pipeline(spec: JobSpec, params: dict[str, Any], X, y, plan, on_growth) -> Pipeline:
+    algorithm = get_algorithm(spec.algorithm)
+    estimator = build_estimator(spec.algorithm, spec.task, params, spec.seed)
+    preprocess = build_preprocessor(plan, scale=algorithm.needs_scaling).fit(X, y)
+    features = preprocess.transform(X)
+    growth = algorithm.growth_param
+    if growth is None:
+        estimator.fit(features, y)
+        on_growth(1.0)
+    else:  # add trees/iterations in steps: same model, and progress follows it
+        total = estimator.get_params()[growth]
+        estimator.set_params(warm_start=True)
+        for step in sorted({math.ceil(total * k / GROWTH_STEPS) for k in range(1, GROWTH_STEPS + 1)}):
+            estimator.set_params(**{growth: step})
+            estimator.fit(features, y)
+            on_growth(step / total)
+        estimator.set_params(warm_start=False)
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def _splits(spec: JobSpec, X, y):
+    stratify = spec.task == "classification" and y.value_counts().min() >= 2
+    if spec.validation.kind == "holdout":
+        train, test = train_test_split(
+            np.arange(len(y)),
+            test_size=spec.validation.holdout_fraction,
+            random_state=spec.seed,
+            stratify=y if stratify else None,
+        )
+        return [(train, test)]
+    folds = (StratifiedKFold if stratify else KFold)(
+        spec.validation.folds, shuffle=True, random_state=spec.seed
+    )
+    return list(folds.split(X, y))
+
+
+def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[str, Any]:
+    started = time.monotonic()
+    telemetry.progress(0.02, "reading the dataset")
+    manifest, X, y, dropped = load_training_data(clients, spec)
+    if dropped:
+        logger.info("dropped %d rows whose target %r is missing", dropped, spec.target)
+    telemetry.progress(0.10, f"read {len(X):,} rows")
+    plan = plan_features(manifest["columns"], spec.target, manifest["rows"])
+    for line in plan.choices():
+        logger.info("feature choice: %s", line)
+    X = X[plan.used]
+    splits = _splits(spec, X, y)
+    telemetry.progress(0.15, "data prepared")
+    loaded_s = time.monotonic() - started
+    progress = _Progress(telemetry, len(spec.candidates) * len(splits))
+    scored, best, best_model = [], None, None
+    for number, params in enumerate(spec.candidates, start=1):
+        fold_metrics, model = [], None
+        for train_rows, test_rows in splits:
+            model = fit_pipeline(
+                spec,
+                params,
+                X.iloc[train_rows],
+                y.iloc[train_rows],
+                plan,
+                lambda fraction, n=number: progress.within_unit(fraction, f"candidate {n}: fitting"),
+            )
+            fold_metrics.append(
+                evaluate(model, X.iloc[test_rows], y.iloc[test_rows], spec.task, spec.metrics)
+            )
+            progress.unit_done(f"candidate {number} scored")
+        metrics = {
+            name: round(float(np.nanmean([m[name] for m in fold_metrics])), 6) for name in fold_metrics[0]
+        }
+        scored.append({"params": params, "metrics": metrics})
+        logger.info("candidate %d %s: %s", number, params, metrics)
+        if best is None or better(
+            spec.primary_metric, metrics[spec.primary_metric], best["metrics"][spec.primary_metric]
+        ):
+            best, best_model = scored[-1], model
+    if spec.validation.kind == "kfold":  # scores came from the folds; the model learns from every row
+        telemetry.progress(0.92, "refitting the best candidate on all rows")
+        best_model = fit_pipeline(spec, best["params"], X, y, plan, lambda fraction: None)
+    return {
+        "model": best_model,
+        "best": best,
+        "candidates": scored,
+        "signature": _signature(manifest, plan.used, spec, y),
+        "rows": {"used": len(X), "dropped_missing_target": dropped},
+        "features": {"used": plan.used, "choices": plan.choices()},
+        "timings": {"load_s": round(loaded_s, 3), "fit_s": round(time.monotonic() - started - loaded_s, 3)},
+        "dataset": {key: manifest[key] for key in ("name", "version", "sha256", "rows")},
+    }
+
+
+def _signature(manifest: dict, used: list[str], spec: JobSpec, y: pd.Series) -> dict[str, Any]:
+    types = {column["name"]: column["type"] for column in manifest["columns"]}
+    signature = {
+        "inputs": [{"name": name, "type": types[name]} for name in used],
+        "target": {"name": spec.target, "type": types[spec.target]},
+    }
+    if spec.task == "classification":
+        signature["classes"] = sorted(map(str, y.unique()))
+    return signature
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "skops": package_version("skops"),
+    }
+
+
+def write_results(clients: ClientFactory, spec: JobSpec, result: dict[str, Any]) -> dict[str, Any]:
+    s3 = clients("s3")
+    bucket, prefix = spec.output_bucket_and_prefix
+    model_bytes = sio.dumps(result["model"])
+    sha256 = hashlib.sha256(model_bytes).hexdigest()
+    s3.upload_fileobj(io.BytesIO(model_bytes), bucket, f"{prefix}model.skops", ExtraArgs=SSE)
+    summary = {
+        "job_id": spec.job_id,
+        "algorithm": spec.algorithm,
+        "task": spec.task,
+        "primary_metric": spec.primary_metric,
+        "best": result["best"],
+        "candidates": result["candidates"],
+        "rows": result["rows"],
+        "features": result["features"],
+        "dataset": result["dataset"],
+        "timings": result["timings"],
+        "versions": versions(),
+        "model": {"uri": f"s3://{bucket}/{prefix}model.skops", "sha256": sha256, "bytes": len(model_bytes)},
+    }
+    put_json(s3, bucket, f"{prefix}metrics.json", summary)
+    put_json(s3, bucket, f"{prefix}signature.json", result["signature"])
+    return summary
+
+
+def run_job(job_uri: str, clients: ClientFactory, instance_id: str | None = None) -> dict[str, Any]:
+    """Train as the spec says and write `status.json`; returns the status document."""
+    started = time.monotonic()
+    status_bucket, status_key = _split_uri(job_uri.rsplit("/", 1)[0] + "/status.json")
+    telemetry, status = None, {}
+    try:
+        spec = load_spec(clients, job_uri)
+        telemetry = Telemetry(clients, spec.job_id, instance_id)
+        logger.info(
+            "job %s: %s for %s on %s", spec.job_id, spec.algorithm, spec.target, spec.dataset_manifest_uri
+        )
+        summary = write_results(clients, spec, train(spec, clients, telemetry))
+        telemetry.progress(1.0, "done")
+        status = {
+            "state": "succeeded",
+            "metrics": summary["best"]["metrics"],
+            "params": summary["best"]["params"],
+            "model_uri": summary["model"]["uri"],
+            "model_sha256": summary["model"]["sha256"],
+        }
+    except TrainingInputError as error:
+        status = _failure(error, "user")
+    except Exception as error:  # anything else is ours or the cloud's: report it as such, then re-raise
+        status = _failure(error, "infrastructure")
+    finally:
+        if telemetry is not None:
+            telemetry.close()
+        status.update(
+            job_id=job_uri.rstrip("/").split("/")[-2],
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            duration_s=round(time.monotonic() - started, 3),
+            instance_id=instance_id,
+        )
+        put_json(clients("s3"), status_bucket, status_key, status)
+    return status
+
+
+def _failure(error: BaseException, kind: str) -> dict[str, Any]:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    logger.error("job failed (%s): %s", kind, message, exc_info=kind == "infrastructure")
+    return {"state": "failed", "error_class": type(error).__name__, "message": message, "kind": kind}
+
+
+def configure_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
