@@ -8,7 +8,7 @@ import sys
 import typer
 
 from mltp import __version__
-from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, sandbox_cmd
+from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, sandbox_cmd, train_cmd
 from mltp.errors import MltpError
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(blocks_cmd.app, name="blocks")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.command("doctor")(doctor_cmd.doctor)
+app.command("plan")(train_cmd.plan)
+app.command("train")(train_cmd.train)
 
 
 def _version(value: bool) -> None:
