@@ -209,6 +209,15 @@ def test_failures_on_the_compute_are_reported_with_their_kind(clients, tmp_path)
     assert status["error_class"] == "NoSuchKey"
 
 
+def test_a_passed_deadline_fails_the_job(clients, tmp_path) -> None:
+    manifest = ingest_frame(clients, tmp_path, "iris", toy.load_iris(as_frame=True).frame, "target")
+    spec = build_job_spec(manifest, models_bucket=MODELS, algorithm="knn", candidates=[{}])
+    spec.deadline = pd.Timestamp("2020-01-01", tz="UTC").to_pydatetime()
+    status = run_job(write_job(clients, spec), clients)
+    assert (status["state"], status["kind"]) == ("failed", "user")
+    assert "deadline 2020-01-01T00:00:00+00:00 passed before it started" in status["message"]
+
+
 def test_trainer_imports_no_prefect() -> None:
     code = (
         "import sys, mltp.trainer.__main__, mltp.trainer.handler, mltp.trainer.runner;"

@@ -138,6 +138,7 @@ def _splits(spec: JobSpec, X, y):
 
 def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[str, Any]:
     started = time.monotonic()
+    _check_deadline(spec, "before it started")
     telemetry.progress(0.02, "reading the dataset")
     manifest, X, y, dropped = load_training_data(clients, spec)
     if dropped:
@@ -153,6 +154,7 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
     progress = _Progress(telemetry, len(spec.candidates) * len(splits))
     scored, best, best_model = [], None, None
     for number, params in enumerate(spec.candidates, start=1):
+        _check_deadline(spec, f"before candidate {number}")
         fold_metrics, model = [], None
         for train_rows, test_rows in splits:
             model = fit_pipeline(
@@ -189,6 +191,14 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
         "timings": {"load_s": round(loaded_s, 3), "fit_s": round(time.monotonic() - started - loaded_s, 3)},
         "dataset": {key: manifest[key] for key in ("name", "version", "sha256", "rows")},
     }
+
+
+def _check_deadline(spec: JobSpec, where: str) -> None:
+    if spec.deadline is not None and datetime.now(UTC) > spec.deadline:
+        raise TrainingInputError(
+            f"the job's deadline {spec.deadline.isoformat(timespec='seconds')} passed {where}: "
+            "raise the max runtime or train fewer candidates"
+        )
 
 
 def _signature(manifest: dict, used: list[str], spec: JobSpec, y: pd.Series) -> dict[str, Any]:
