@@ -125,6 +125,17 @@ def test_s3_source_is_staged_and_cleaned_up(clients, iris_csv) -> None:
     assert not local.created and local.manifest["version"] == from_s3.manifest["version"]
 
 
+def test_parquet_from_s3_is_spooled_then_profiled(clients, iris_csv, tmp_path) -> None:
+    _, frame = iris_csv
+    path = tmp_path / "flowers.parquet"
+    frame.to_parquet(path)
+    clients("s3").put_object(Bucket=BUCKET, Key="incoming/flowers.parquet", Body=path.read_bytes())
+    result = datasets.ingest(clients, BUCKET, f"s3://{BUCKET}/incoming/flowers.parquet", target="species")
+    assert result.created and result.manifest["rows"] == 6
+    assert result.manifest["format"]["kind"] == "parquet"
+    assert not [key for key in keys(clients) if key.startswith("staging/")]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".tsv", ".parquet"])
 def test_reading_back_gives_the_same_frame(clients, iris_csv, tmp_path, suffix) -> None:
     _, frame = iris_csv
