@@ -47,6 +47,26 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     os.environ.update(saved)
 
 
+@pytest.fixture
+def mock_clients():
+    """A client factory on moto's in-process mock, one client per service (as the credentials block
+    caches them), so event hooks registered by a test apply to every call."""
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        session = boto3.Session(region_name="us-east-1")
+        made = {}
+
+        def client(service: str):
+            if service not in made:
+                made[service] = session.client(service)
+            return made[service]
+
+        yield client
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

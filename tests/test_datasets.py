@@ -5,11 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 
-import boto3
 import pandas as pd
 import pytest
 from botocore.exceptions import ConnectionClosedError
-from moto import mock_aws
 
 from mltp import datasets
 from mltp.errors import DatasetError, DatasetNotFoundError
@@ -18,16 +16,9 @@ BUCKET = "team-data"
 
 
 @pytest.fixture
-def clients():
-    with mock_aws():
-        session = boto3.Session(region_name="us-east-1")
-        cache = {}
-
-        def client(service: str):
-            return cache.setdefault(service, session.client(service))
-
-        client("s3").create_bucket(Bucket=BUCKET)
-        yield client
+def clients(mock_clients):
+    mock_clients("s3").create_bucket(Bucket=BUCKET)
+    return mock_clients
 
 
 def keys(clients) -> list[str]:

@@ -6,12 +6,10 @@ import json
 import subprocess
 import sys
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
-from moto import mock_aws
 from sklearn import datasets as toy
 
 from mltp import datasets
@@ -24,17 +22,10 @@ DATA, MODELS = "team-data", "team-models"
 
 
 @pytest.fixture
-def clients():
-    with mock_aws():
-        session = boto3.Session(region_name="us-east-1")
-        cache = {}
-
-        def client(service: str):
-            return cache.setdefault(service, session.client(service))
-
-        for bucket in (DATA, MODELS):
-            client("s3").create_bucket(Bucket=bucket)
-        yield client
+def clients(mock_clients):
+    for bucket in (DATA, MODELS):
+        mock_clients("s3").create_bucket(Bucket=bucket)
+    return mock_clients
 
 
 def ingest_frame(clients, tmp_path, name: str, frame: pd.DataFrame, target: str) -> dict:
