@@ -73,10 +73,12 @@ def ensure_aws_cli() -> str:
     return subprocess.run([AWS_CLI, "--version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def measure(argv: list[str | Path], env: dict[str, str], timed_inside: bool) -> Measurement:
+def measure(
+    argv: list[str | Path], env: dict[str, str], timed_inside: bool, json_stdout: bool = False
+) -> Measurement:
     """Run `argv` in a fresh process, started by `spawn.py` so that its peak RSS (from `os.wait4`) is its
     own. With `timed_inside` the child prints JSON with its own "seconds"; otherwise the whole command
-    is timed (from its spawn to its exit)."""
+    is timed (from its spawn to its exit), and with `json_stdout` the JSON it prints is kept as output."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         launcher = [sys.executable, "-I", "-S", SPAWN, report, *argv]
@@ -86,6 +88,6 @@ def measure(argv: list[str | Path], env: dict[str, str], timed_inside: bool) -> 
         raise RuntimeError(
             f"{argv} failed ({spawned['exit']}):\n{done.stderr.decode(errors='replace')[-3000:]}"
         )
-    output = json.loads(done.stdout) if timed_inside else {}
+    output = json.loads(done.stdout) if timed_inside or json_stdout else {}
     seconds = output["seconds"] if timed_inside else spawned["seconds"]
     return Measurement(seconds, spawned["maxrss_kb"] / 1024, output)  # ru_maxrss is in KiB on Linux

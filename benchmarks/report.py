@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DASH = "\N{EN DASH}"
+DIGITS = {"s": 1, "MB": 0}  # any other unit (a score, a count) is shown with SCORE_DIGITS
+SCORE_DIGITS = 4
 Verdict = Callable[[list[float], list[float]], bool]
 
 
@@ -15,14 +17,14 @@ class Row:
     figure: str
     ours: list[float]
     baseline: list[float]
-    unit: str  # "s" or "MB"
+    unit: str  # "s", "MB", or "" for a score
     target: str = "— (informational)"
     met: Verdict | None = None
 
 
 def summary(values: list[float], unit: str) -> str:
-    digits = 1 if unit == "s" else 0
-    median = f"{statistics.median(values):.{digits}f} {unit}"
+    digits = DIGITS.get(unit, SCORE_DIGITS)
+    median = f"{statistics.median(values):.{digits}f} {unit}".rstrip()
     if len(values) == 1:
         return f"{median} (1 run)"
     return f"{median} [{min(values):.{digits}f}{DASH}{max(values):.{digits}f}]"
