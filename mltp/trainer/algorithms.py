@@ -27,7 +27,11 @@ class Algorithm:
     regressor: type[BaseEstimator] | None
     needs_scaling: bool
     # Ensembles grow in steps (warm start) so progress can follow the estimators as they are added.
+    # Only where that is cheap and gives the same model: not for boosting, which re-bins the data at
+    # every step and whose early stopping would see different rounds.
     growth_param: str | None = None
+    # Trees split on missing values natively: imputing first only costs time and loses information.
+    handles_missing: bool = False
     # Relative fit cost per row and feature, used by the planner's runtime estimate.
     cost_per_cell: float = 1.0
 
@@ -48,15 +52,21 @@ ALGORITHMS = {
         Algorithm("logistic_regression", LogisticRegression, None, True, cost_per_cell=2.0),
         Algorithm("ridge", None, Ridge, True, cost_per_cell=0.5),
         Algorithm(
-            "random_forest", RandomForestClassifier, RandomForestRegressor, False, "n_estimators", 40.0
+            "random_forest",
+            RandomForestClassifier,
+            RandomForestRegressor,
+            False,
+            "n_estimators",
+            handles_missing=True,
+            cost_per_cell=40.0,
         ),
         Algorithm(
             "hist_gradient_boosting",
             HistGradientBoostingClassifier,
             HistGradientBoostingRegressor,
             False,
-            "max_iter",
-            8.0,
+            handles_missing=True,
+            cost_per_cell=8.0,
         ),
         Algorithm("linear_svm", LinearSVC, LinearSVR, True, cost_per_cell=2.0),
         Algorithm("knn", KNeighborsClassifier, KNeighborsRegressor, True, cost_per_cell=20.0),

@@ -3,12 +3,14 @@
 numbers and booleans -> median imputation (+ scaling when the estimator needs it)
 text, few distinct   -> most-frequent imputation + one-hot (unknown categories at predict time -> zeros)
 text, many distinct  -> one-hot of the 50 most frequent values, the rest grouped as "infrequent"
-text, unique per row -> dropped (an identifier carries no signal)
+text, unique per row -> dropped (an identifier carries no signal); so are unique integers named like ids
+missing numbers      -> left to trees, which split on them natively; imputed for the other estimators
 dates                -> year, month, day, day of week and hour as numbers
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from mltp.trainer.errors import TrainingInputError
 
 ONE_HOT_MAX = 50
 ID_LIKE_SHARE = 0.9
+_IDENTIFIER = re.compile(r"(^|[_-])(id|uuid|key)$", re.IGNORECASE)
 
 
 class DateFeatures(TransformerMixin, BaseEstimator):
@@ -78,6 +81,8 @@ def plan_features(columns: list[dict[str, Any]], target: str, rows: int) -> Feat
             continue
         if column["nulls"] == rows or kind == "empty":
             plan.dropped[name] = "no values"
+        elif kind == "integer" and _IDENTIFIER.search(name) and column["distinct"] >= ID_LIKE_SHARE * rows:
+            plan.dropped[name] = "a different number in almost every row, named like an identifier"
         elif kind in ("integer", "float", "boolean"):
             plan.numeric.append(name)
         elif kind == "datetime":
@@ -100,8 +105,8 @@ def plan_features(columns: list[dict[str, Any]], target: str, rows: int) -> Feat
     return plan
 
 
-def _numeric_steps(scale: bool) -> list[tuple[str, Any]]:
-    steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+def _numeric_steps(scale: bool, impute: bool) -> list[tuple[str, Any]]:
+    steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))] if impute else []
     return [*steps, ("scale", StandardScaler())] if scale else steps
 
 
@@ -109,15 +114,17 @@ def _one_hot(encoder: OneHotEncoder) -> Pipeline:
     return Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)])
 
 
-def build_preprocessor(plan: FeaturePlan, scale: bool) -> ColumnTransformer:
+def build_preprocessor(plan: FeaturePlan, scale: bool, impute: bool = True) -> ColumnTransformer:
+    """`impute=False` leaves missing numbers to estimators that handle them natively (trees)."""
+    numeric = _numeric_steps(scale, impute)
     transformers = [
-        ("numeric", Pipeline(_numeric_steps(scale)), plan.numeric),
+        ("numeric", Pipeline(numeric) if numeric else "passthrough", plan.numeric),
         ("categorical", _one_hot(OneHotEncoder(handle_unknown="ignore")), plan.categorical),
         (
             "frequent",
             _one_hot(OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=ONE_HOT_MAX)),
             plan.frequent_only,
         ),
-        ("dates", Pipeline([("parts", DateFeatures()), *_numeric_steps(scale)]), plan.dates),
+        ("dates", Pipeline([("parts", DateFeatures()), *_numeric_steps(scale, impute)]), plan.dates),
     ]
     return ColumnTransformer([t for t in transformers if t[2]], sparse_threshold=0.0)

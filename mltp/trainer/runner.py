@@ -103,7 +103,9 @@ class _Progress:
 def fit_pipeline(spec: JobSpec, params: dict[str, Any], X, y, plan, on_growth) -> Pipeline:
     algorithm = get_algorithm(spec.algorithm)
     estimator = build_estimator(spec.algorithm, spec.task, params, spec.seed)
-    preprocess = build_preprocessor(plan, scale=algorithm.needs_scaling).fit(X, y)
+    preprocess = build_preprocessor(
+        plan, scale=algorithm.needs_scaling, impute=not algorithm.handles_missing
+    ).fit(X, y)
     features = preprocess.transform(X)
     growth = algorithm.growth_param
     if growth is None:
