@@ -198,7 +198,7 @@ def _lambda_plan(
     cost = settings.lambda_memory_mb / 1024 * runtime * LAMBDA_USD_PER_GB_SECOND + LAMBDA_USD_PER_REQUEST
     reasons.append(
         f"fits Lambda: about {memory:,} MB of the function's {settings.lambda_memory_mb:,} MB and "
-        f"{runtime:,.0f} s of its {settings.lambda_timeout_s} s timeout"
+        f"{math.ceil(runtime):,} s of its {settings.lambda_timeout_s} s timeout"
     )
     return ComputePlan(
         "lambda",
