@@ -224,3 +224,13 @@ def test_cli_entry_point_has_run() -> None:
         [sys.executable, "-m", "mltp.trainer", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "run" in result.stdout
+
+
+@pytest.mark.parametrize("folds", [None, 5])
+def test_rare_classes_still_split(clients, tmp_path, folds) -> None:
+    frame = pd.DataFrame(
+        {"x": range(40), "y": ["a"] * 20 + ["b"] * 17 + ["c"] * 3}
+    )  # "c" too rare to stratify
+    manifest = ingest_frame(clients, tmp_path, "rare", frame, "y")
+    status, _ = run(clients, manifest, algorithm="knn", candidates=[{"n_neighbors": 3}], folds=folds)
+    assert status["state"] == "succeeded", status

@@ -123,8 +123,11 @@ def fit_pipeline(spec: JobSpec, params: dict[str, Any], X, y, plan, on_growth) -
 
 
 def _splits(spec: JobSpec, X, y):
-    stratify = spec.task == "classification" and y.value_counts().min() >= 2
+    """Stratified for classification wherever every class has enough rows for it, else plain."""
+    smallest_class = y.value_counts().min() if spec.task == "classification" else 0
     if spec.validation.kind == "holdout":
+        test_rows = math.ceil(len(y) * spec.validation.holdout_fraction)
+        stratify = smallest_class >= 2 and test_rows >= y.nunique() and len(y) - test_rows >= y.nunique()
         train, test = train_test_split(
             np.arange(len(y)),
             test_size=spec.validation.holdout_fraction,
@@ -132,7 +135,9 @@ def _splits(spec: JobSpec, X, y):
             stratify=y if stratify else None,
         )
         return [(train, test)]
-    folds = (StratifiedKFold if stratify else KFold)(
+    if len(y) < spec.validation.folds:
+        raise TrainingInputError(f"{len(y)} rows cannot be split into {spec.validation.folds} folds")
+    folds = (StratifiedKFold if smallest_class >= spec.validation.folds else KFold)(
         spec.validation.folds, shuffle=True, random_state=spec.seed
     )
     return list(folds.split(X, y))
