@@ -65,7 +65,8 @@ def load_training_data(clients: ClientFactory, spec: JobSpec) -> tuple[dict, pd.
     if spec.target not in frame.columns:
         raise TrainingInputError(f"target {spec.target!r} is not a column of {manifest['name']}")
     missing = frame[spec.target].isna()
-    frame = frame.loc[~missing]
+    if missing.any():  # filtering copies the whole frame: only when there is something to drop
+        frame = frame.loc[~missing]
     if frame.empty:
         raise TrainingInputError(f"target {spec.target!r} is empty in every row of {manifest['name']}")
     y = frame.pop(spec.target)
