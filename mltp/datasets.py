@@ -73,7 +73,8 @@ class IngestResult:
     created: bool  # False: these bytes were already ingested and nothing changed
 
 
-def _split_s3_uri(uri: str) -> tuple[str, str]:
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key); a one-line error for anything else."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket or not key or key.endswith("/"):
         raise DatasetError(f"{uri} is not an object URI: use s3://bucket/path/to/file.csv", source=uri)
@@ -83,7 +84,7 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
 def resolve_source(clients: ClientFactory, source: str) -> Source:
     """A local path or an s3:// URI, checked to exist and to be a file."""
     if source.startswith("s3://"):
-        bucket, key = _split_s3_uri(source)
+        bucket, key = split_s3_uri(source)
         s3 = clients("s3")
         try:
             size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
@@ -393,7 +394,7 @@ def read_table(clients: ClientFactory, bucket: str, name: str, version: str | No
     """The dataset as an Arrow table, with the column types its profile inferred."""
     manifest = get_manifest(clients, bucket, name, version)
     if manifest["format"]["kind"] == "parquet":
-        data_bucket, key = _split_s3_uri(manifest["uri"])
+        data_bucket, key = split_s3_uri(manifest["uri"])
         return pq.read_table(
             pa.BufferReader(clients("s3").get_object(Bucket=data_bucket, Key=key)["Body"].read())
         )
@@ -406,7 +407,7 @@ def read_table(clients: ClientFactory, bucket: str, name: str, version: str | No
 
 
 def _read_csv(clients: ClientFactory, manifest: dict[str, Any], types: dict[str, pa.DataType]) -> pa.Table:
-    data_bucket, key = _split_s3_uri(manifest["uri"])
+    data_bucket, key = split_s3_uri(manifest["uri"])
     body = clients("s3").get_object(Bucket=data_bucket, Key=key)["Body"]
     stream = gzip.GzipFile(fileobj=body) if manifest["format"]["compression"] == "gzip" else body
     return pa_csv.read_csv(

@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from mltp import datasets
 from mltp.aws import ClientFactory
+from mltp.datasets import split_s3_uri
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
@@ -39,13 +40,8 @@ from mltp.trainer.telemetry import Telemetry, logger
 GROWTH_STEPS = 5
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def load_spec(clients: ClientFactory, job_uri: str) -> JobSpec:
-    bucket, key = _split_uri(job_uri)
+    bucket, key = split_s3_uri(job_uri)
     document, _ = read_json(clients("s3"), bucket, key)
     if document is None:
         raise TrainingInputError(f"no job spec at {job_uri}")
@@ -57,7 +53,7 @@ def load_spec(clients: ClientFactory, job_uri: str) -> JobSpec:
 
 def load_training_data(clients: ClientFactory, spec: JobSpec) -> tuple[dict, pd.DataFrame, pd.Series, int]:
     """Features and target, rows with a missing target dropped and counted."""
-    bucket, key = _split_uri(spec.dataset_manifest_uri)
+    bucket, key = split_s3_uri(spec.dataset_manifest_uri)
     manifest, _ = read_json(clients("s3"), bucket, key)
     if manifest is None:
         raise TrainingInputError(f"no dataset manifest at {spec.dataset_manifest_uri}")
@@ -258,7 +254,7 @@ def write_results(clients: ClientFactory, spec: JobSpec, result: dict[str, Any])
 def run_job(job_uri: str, clients: ClientFactory, instance_id: str | None = None) -> dict[str, Any]:
     """Train as the spec says and write `status.json`; returns the status document."""
     started = time.monotonic()
-    status_bucket, status_key = _split_uri(job_uri.rsplit("/", 1)[0] + "/status.json")
+    status_bucket, status_key = split_s3_uri(job_uri.rsplit("/", 1)[0] + "/status.json")
     telemetry, status = None, {}
     try:
         spec = load_spec(clients, job_uri)
