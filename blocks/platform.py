@@ -8,6 +8,7 @@ Names are fixed so flows, deployments and the CLI find the blocks without config
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 from pydantic import ValidationError
@@ -141,15 +142,26 @@ def planner_settings(blocks: PlatformBlocks) -> PlannerSettings:
     )
 
 
+def load_block(block_type: type, name: str):
+    """One block by name, or a one-line error saying it is missing or invalid and how to fix it."""
+    return _load_all({name: block_type})[name]
+
+
 def load_blocks() -> PlatformBlocks:
     """Load all five blocks, or say which are missing or no longer valid and how to fix that."""
-    loaders = {
-        CREDENTIALS: AwsCredentials,
-        DATASETS: S3Bucket,
-        MODELS: S3Bucket,
-        EC2: Ec2Compute,
-        LAMBDA: LambdaCompute,
-    }
+    loaded = _load_all(
+        {
+            CREDENTIALS: AwsCredentials,
+            DATASETS: S3Bucket,
+            MODELS: S3Bucket,
+            EC2: Ec2Compute,
+            LAMBDA: LambdaCompute,
+        }
+    )
+    return PlatformBlocks(*loaded.values())
+
+
+def _load_all(loaders: dict[str, type]) -> dict[str, Any]:
     loaded, problems = {}, []
     for name, block_type in loaders.items():
         reference = f"{block_type.get_block_type_slug()}/{name}"
@@ -164,4 +176,4 @@ def load_blocks() -> PlatformBlocks:
             problems.append(f"{reference} is invalid ({fields})")
     if problems:
         raise MltpError(f"blocks not usable: {', '.join(problems)}: run `mltp blocks init` to create them")
-    return PlatformBlocks(*loaded.values())
+    return loaded

@@ -9,7 +9,7 @@ from prefect.events import emit_event
 from prefect_aws import S3Bucket
 from pydantic import Field
 
-from blocks.platform import DATASETS
+from blocks.platform import DATASETS, load_block
 from mltp.datasets import DEFAULT_MAX_MB
 from tasks.datasets import ingest_to_s3, publish_profile
 
@@ -28,7 +28,7 @@ def ingest_dataset(
     max_size_mb: Annotated[int, Field(ge=1, description="Refuse files larger than this")] = DEFAULT_MAX_MB,
     bucket_block: Annotated[str, Field(description="S3 bucket block of the data bucket")] = DATASETS,
 ) -> dict[str, Any]:
-    manifest = ingest_to_s3(source, name, target, max_size_mb, S3Bucket.load(bucket_block))
+    manifest = ingest_to_s3(source, name, target, max_size_mb, load_block(S3Bucket, bucket_block))
     publish_profile(manifest)
     if manifest["created"]:  # the same bytes again change nothing, and announce nothing
         emit_event(

@@ -15,6 +15,24 @@ _PUBLIC_ACCESS_BLOCKED = {
     "BlockPublicPolicy": True,
     "RestrictPublicBuckets": True,
 }
+# A safety net under our own cleanup: uploads a crashed process never finished, and staged copies it
+# never removed, disappear after a day instead of costing money forever.
+_LIFECYCLE = {
+    "Rules": [
+        {
+            "ID": "mltp-abort-incomplete-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        },
+        {
+            "ID": "mltp-expire-staging",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "staging/"},
+            "Expiration": {"Days": 1},
+        },
+    ]
+}
 _DEFAULT_ENCRYPTION = {
     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]
 }
@@ -127,11 +145,25 @@ def ensure_bucket(clients: ClientFactory, bucket: str, region: str, account: str
         s3.put_bucket_encryption(
             Bucket=bucket, ServerSideEncryptionConfiguration=_DEFAULT_ENCRYPTION, ExpectedBucketOwner=account
         )
+    if not _has_lifecycle(s3, bucket, account):  # a lifecycle of the owner's own is left as it is
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration=_LIFECYCLE, ExpectedBucketOwner=account
+        )
     if not report.public_access_blocked:
         s3.put_public_access_block(
             Bucket=bucket, PublicAccessBlockConfiguration=_PUBLIC_ACCESS_BLOCKED, ExpectedBucketOwner=account
         )
     return outcome
+
+
+def _has_lifecycle(s3, bucket: str, account: str) -> bool:
+    try:
+        s3.get_bucket_lifecycle_configuration(Bucket=bucket, ExpectedBucketOwner=account)
+    except ClientError as error:
+        if error_code(error) != "NoSuchLifecycleConfiguration":
+            raise
+        return False
+    return True
 
 
 def ensure_buckets(clients: ClientFactory, buckets: list[str], region: str, account: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ copied server-side once its hash is known.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -54,7 +55,7 @@ from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
-DEFAULT_MAX_MB = int(os.environ.get("MLTP_MAX_DATASET_MB", "20480"))
+DEFAULT_MAX_MB = 20480  # the CLI reads MLTP_MAX_DATASET_MB
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -100,6 +101,8 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
         raise DatasetError(f"{source} does not exist: check the path", source=source)
     if path.is_dir():
         raise DatasetError(f"{source} is a directory: pass a single CSV or Parquet file", source=source)
+    if not os.access(path, os.R_OK):
+        raise DatasetError(f"{source} is not readable by this user: check its permissions", source=source)
     return Source(str(path.resolve()), path.name, path.stat().st_size, lambda: path.open("rb"), path)
 
 
@@ -213,7 +216,8 @@ def ingest(
             return IngestResult(existing, created=False)
         upload.complete()
     except BaseException:
-        upload.abort()
+        with contextlib.suppress(Exception):  # the original error matters; the bucket's lifecycle
+            upload.abort()  # rule removes an upload the abort could not reach
         raise
     version = digest.hexdigest()[:16]
     manifest = _manifest(
@@ -260,7 +264,7 @@ def _manifest(name, version, sha256, size, found, file_info, profiler, target, b
         "manifest_uri": f"s3://{bucket}/{prefix}/manifest.json",
         "columns": [column.as_dict() for column in profiler.columns],
         "target": target,
-        "task": task_hint(profiler.column(target)) if target else None,
+        "task": task_hint(profiler.column(target).as_dict()) if target else None,
         "source": found.uri,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

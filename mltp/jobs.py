@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from mltp.aws import ClientFactory, error_code
 from mltp.errors import BucketError
+from mltp.profiling import task_hint
 from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
 from mltp.trainer.errors import TrainingInputError
@@ -82,7 +83,7 @@ def build_job_spec(
             f"target {target!r} is not a column of {manifest['name']} ({', '.join(columns)})"
         )
     profile = columns[target]
-    task = task or (manifest.get("task") if target == manifest.get("target") else None) or _task_of(profile)
+    task = task or (manifest.get("task") if target == manifest.get("target") else None) or task_hint(profile)
     get_algorithm(algorithm).estimator_class(task)
     if task == "regression" and profile["type"] not in ("integer", "float"):
         raise TrainingInputError(
@@ -116,16 +117,6 @@ def build_job_spec(
         raise TrainingInputError(
             f"job spec is invalid: {where}: {first['msg'].removeprefix('Value error, ')}"
         ) from error
-
-
-def _task_of(profile: dict[str, Any]) -> str:
-    from mltp.profiling import CLASSIFICATION_MAX_CLASSES
-
-    if profile["type"] == "float" or (
-        profile["type"] == "integer" and profile["distinct"] > CLASSIFICATION_MAX_CLASSES
-    ):
-        return "regression"
-    return "classification"
 
 
 def write_job(clients: ClientFactory, spec: JobSpec) -> str:

@@ -4,7 +4,8 @@ A pure function of the dataset manifest, the algorithm, the grid and the setting
 every rule and guard is tested with a table of cases.
 
 Rules, in order:
-1. A forced backend (`compute=lambda|ec2|local`) is used, unless it breaks a hard limit: then refused.
+1. A forced backend (`compute=lambda|ec2|local`) is used, unless the job would not fit it within the
+   safety margin (or at all): then it is refused, naming the limit.
 2. Otherwise more than `lambda_max_rows` rows goes to EC2, fewer to Lambda...
 3. ...but only if the estimated memory, runtime and data size fit the function with a safety margin.
 4. On EC2: the cheapest allowed instance type whose memory fits the estimate with the margin; a grid
@@ -207,7 +208,7 @@ def _lambda_plan(
         1,
         memory,
         math.ceil(runtime),
-        round(cost * workload.candidates, 6),
+        round(cost, 6),
         reasons,
     )
 

@@ -186,10 +186,12 @@ class Profiler:
         return next(profile for profile in self.columns if profile.name == name)
 
 
-def task_hint(target: ColumnProfile) -> str:
-    """classification or regression, from what the target column holds."""
-    if target.type in ("string", "boolean", "other", "datetime"):
-        return "classification"
-    if target.type == "integer" and target.distinct_exact and target.distinct <= CLASSIFICATION_MAX_CLASSES:
-        return "classification"
-    return "regression"
+def task_hint(target: dict[str, Any]) -> str:
+    """classification or regression, from a target column's profile (`ColumnProfile.as_dict()`)."""
+    if target["type"] == "float":
+        return "regression"
+    if target["type"] == "integer" and not (
+        target["distinct_exact"] and target["distinct"] <= CLASSIFICATION_MAX_CLASSES
+    ):
+        return "regression"
+    return "classification"

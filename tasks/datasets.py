@@ -26,7 +26,7 @@ class _Progress:
         self.label = label
         self.artifact = create_progress_artifact(0.0, description=f"Ingesting {label}")
         self.listener = progress_listener.get()
-        self.last_percent, self.last_time = 0.0, 0.0
+        self.last_percent, self.last_time, self.last_logged = 0.0, 0.0, 0.0
 
     def __call__(self, done: int, total: int | None) -> None:
         if self.listener:
@@ -35,8 +35,9 @@ class _Progress:
             return
         percent = 100.0 * done / total
         now = time.monotonic()
-        if percent - self.last_percent >= 10 or (percent >= 100 and self.last_percent < 100):
+        if percent - self.last_logged >= 10 or (percent >= 100 > self.last_logged):
             self.logger.info("read %s of %s (%.0f%%)", f"{done:,}", f"{total:,}", percent)
+            self.last_logged = percent
         if (percent - self.last_percent >= 2 and now - self.last_time >= 1) or percent >= 100:
             update_progress_artifact(self.artifact, min(percent, 100.0))
             self.last_percent, self.last_time = percent, now

@@ -292,3 +292,11 @@ def test_doctor_reports_credentials_that_stopped_working(aws_env, authenticating
     assert "AWS rejected the credentials" in checks["aws-credentials"]["detail"]
     assert "AWS_SECRET_ACCESS_KEY" in checks["aws-credentials"]["fix"]
     assert checks["bucket:datasets"]["status"] == "skip"
+
+
+def test_commands_that_need_a_missing_block_say_so_in_one_line(aws_env) -> None:
+    result = run_mltp("datasets", "list", env=aws_env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "mltp: error: blocks not usable: s3-bucket/mltp-datasets is missing: run `mltp blocks init` to create them"
+    )

@@ -96,3 +96,24 @@ def test_problems_are_named_with_a_fix(clients, setup, expected) -> None:
     what, fix = inspect_bucket(clients, "team-ml-data", ACCOUNT).problem()
     assert expected in what
     assert fix
+
+
+def test_created_buckets_clean_up_abandoned_uploads(clients) -> None:
+    ensure_bucket(clients, "team-ml-data", "us-east-1", ACCOUNT)
+    rules = clients("s3").get_bucket_lifecycle_configuration(Bucket="team-ml-data")["Rules"]
+    assert {rule["ID"] for rule in rules} == {"mltp-abort-incomplete-uploads", "mltp-expire-staging"}
+
+
+def test_an_owners_lifecycle_is_left_alone(clients) -> None:
+    s3 = clients("s3")
+    s3.create_bucket(Bucket="team-ml-data")
+    own = {
+        "Rules": [
+            {"ID": "theirs", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 9}}
+        ]
+    }
+    s3.put_bucket_lifecycle_configuration(Bucket="team-ml-data", LifecycleConfiguration=own)
+    ensure_bucket(clients, "team-ml-data", "us-east-1", ACCOUNT)
+    assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket="team-ml-data")["Rules"]] == [
+        "theirs"
+    ]

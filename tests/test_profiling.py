@@ -103,4 +103,4 @@ def test_typed_parquet_columns_keep_their_type() -> None:
     ],
 )
 def test_task_hint(values, hint) -> None:
-    assert task_hint(profile_of(values)) == hint
+    assert task_hint(profile_of(values).as_dict()) == hint

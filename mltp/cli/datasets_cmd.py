@@ -22,9 +22,9 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 def _data_bucket():
     from prefect_aws import S3Bucket
 
-    from blocks.platform import DATASETS
+    from blocks.platform import DATASETS, load_block
 
-    bucket = S3Bucket.load(DATASETS)
+    bucket = load_block(S3Bucket, DATASETS)
     return bucket.credentials.get_client, bucket.bucket_name
 
 

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from mltp.errors import MltpError
-
 
 class LocalRun:
     def __init__(self, job_uri: str, env: dict[str, str]) -> None:
@@ -22,15 +20,10 @@ class LocalRun:
             text=True,
         )
 
-    def wait(self, on_line: Callable[[str], None] = lambda line: None, timeout: float | None = None) -> int:
-        """Pass each log line to `on_line` until the trainer exits; its exit code (0, 1 or 2)."""
+    def wait(self, on_line: Callable[[str], None] = lambda line: None) -> int:
+        """Pass each log line to `on_line` until the trainer exits (it enforces the job's deadline
+        itself); its exit code: 0, 1 (infrastructure) or 2 (the user's data or parameters)."""
         assert self.process.stderr is not None
         for line in self.process.stderr:
             on_line(line.rstrip())
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as error:
-            self.process.kill()
-            raise MltpError(
-                f"the local trainer for {self.job_uri} did not finish in {timeout:.0f}s"
-            ) from error
+        return self.process.wait()

@@ -26,7 +26,6 @@ ACCESS_KEY_ID = "mltp-sandbox"
 SECRET_ACCESS_KEY = "mltp-sandbox-secret"
 DATA_BUCKET = "mltp-sandbox-data"
 MODELS_BUCKET = "mltp-sandbox-models"
-PREFECT_START_TIMEOUT = float(os.environ.get("MLTP_SANDBOX_START_TIMEOUT", "120"))
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,7 @@ class Sandbox:
             self.moto.wait_healthy(lambda: _get_ok(f"{endpoints.aws_endpoint_url}/moto-api/"), timeout=30)
         if self.prefect in processes:
             self.prefect.wait_healthy(
-                lambda: _get_ok(f"{endpoints.prefect_api_url}/ready"), timeout=PREFECT_START_TIMEOUT
+                lambda: _get_ok(f"{endpoints.prefect_api_url}/ready"), timeout=_start_timeout()
             )
 
     def _init_blocks(self, endpoints: Endpoints) -> None:
@@ -252,6 +251,15 @@ class Sandbox:
         found = {process.name: process.stop() for process in (self.prefect, self.moto)}
         self.state_file.unlink(missing_ok=True)
         return found
+
+
+def _start_timeout() -> float:
+    """Seconds the Prefect server gets to become ready (a first database migration can be slow)."""
+    raw = os.environ.get("MLTP_SANDBOX_START_TIMEOUT", "120")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"MLTP_SANDBOX_START_TIMEOUT={raw!r} is not a number of seconds") from None
 
 
 def _refuse_other_ports(endpoints: Endpoints, aws_port: int | None, prefect_port: int | None) -> None:

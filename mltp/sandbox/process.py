@@ -106,7 +106,11 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: `stop` can take children down with it
             )
-        record = PidRecord(pid=child.pid, create_time=psutil.Process(child.pid).create_time(), port=port)
+        try:
+            started = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:
+            raise SandboxError(f"the {self.name} server exited at once: see {self.log_file}") from None
+        record = PidRecord(pid=child.pid, create_time=started, port=port)
         tmp = self.pid_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(record)))
         tmp.replace(self.pid_file)

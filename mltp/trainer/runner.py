@@ -100,10 +100,8 @@ class _Progress:
 def fit_pipeline(spec: JobSpec, params: dict[str, Any], X, y, plan, on_growth) -> Pipeline:
     algorithm = get_algorithm(spec.algorithm)
     estimator = build_estimator(spec.algorithm, spec.task, params, spec.seed)
-    preprocess = build_preprocessor(
-        plan, scale=algorithm.needs_scaling, impute=not algorithm.handles_missing
-    ).fit(X, y)
-    features = preprocess.transform(X)
+    preprocess = build_preprocessor(plan, scale=algorithm.needs_scaling, impute=not algorithm.handles_missing)
+    features = preprocess.fit_transform(X, y)
     growth = algorithm.growth_param
     if growth is None:
         estimator.fit(features, y)
@@ -273,7 +271,7 @@ def run_job(job_uri: str, clients: ClientFactory, instance_id: str | None = None
         }
     except TrainingInputError as error:
         status = _failure(error, "user")
-    except Exception as error:  # anything else is ours or the cloud's: report it as such, then re-raise
+    except Exception as error:  # anything else is ours or the cloud's: the status says so
         status = _failure(error, "infrastructure")
     finally:
         if telemetry is not None:
