@@ -298,5 +298,6 @@ def test_commands_that_need_a_missing_block_say_so_in_one_line(aws_env) -> None:
     result = run_mltp("datasets", "list", env=aws_env)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "mltp: error: blocks not usable: s3-bucket/mltp-datasets is missing: run `mltp blocks init` to create them"
+        "mltp: error: blocks not usable: s3-bucket/mltp-datasets is missing: "
+        "run `mltp blocks init` to create them"
     )
