@@ -54,6 +54,9 @@ CREDENTIAL_CODES = frozenset(
         "InvalidToken",
     }
 )
+# What S3 answers for a bucket or key that is not there, or that we may not see (HEAD gives bare codes).
+NOT_FOUND_CODES = frozenset({"404", "NoSuchBucket", "NoSuchKey"})
+DENIED_CODES = frozenset({"403", "AccessDenied"})
 _CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from mltp.aws import ClientFactory, error_code
+from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
 from mltp.errors import BucketError
 
 _PUBLIC_ACCESS_BLOCKED = {
@@ -82,7 +82,7 @@ def _owned_by_caller(s3, bucket: str, account: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
     except ClientError as error:
-        if error_code(error) in {"403", "AccessDenied"}:
+        if error_code(error) in DENIED_CODES:
             return False
         raise
     return True
@@ -92,9 +92,9 @@ def _exists(s3, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if error_code(error) in {"404", "NoSuchBucket"}:
+        if error_code(error) in NOT_FOUND_CODES:
             return False
-        if error_code(error) in {"403", "AccessDenied"}:
+        if error_code(error) in DENIED_CODES:
             return True
         raise
     return True

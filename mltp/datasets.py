@@ -38,7 +38,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from mltp.aws import ClientFactory, error_code
+from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
 from mltp.dataset_formats import (
     FileFormat,
     TeeReader,
@@ -90,7 +90,7 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
         try:
             size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         except ClientError as error:
-            if error_code(error) in {"404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"}:
+            if error_code(error) in NOT_FOUND_CODES | DENIED_CODES:
                 raise DatasetError(
                     f"{source} does not exist or is not readable with our credentials"
                 ) from error

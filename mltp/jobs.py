@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from mltp.aws import ClientFactory, error_code
+from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
 from mltp.errors import BucketError
 from mltp.profiling import task_hint
 from mltp.s3_json import put_json
@@ -126,7 +126,7 @@ def write_job(clients: ClientFactory, spec: JobSpec) -> str:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as error:
-        if error_code(error) in {"404", "NoSuchBucket", "403", "AccessDenied"}:
+        if error_code(error) in NOT_FOUND_CODES | DENIED_CODES:
             raise BucketError(
                 f"the model output location s3://{bucket} does not exist or is not ours: "
                 "run `mltp blocks init`",
