@@ -30,6 +30,7 @@ from mltp.pricing import (
     PRICES_AS_OF,
     InstanceType,
 )
+from mltp.settings import DEFAULT_ALLOWED_INSTANCE_TYPES
 from mltp.trainer.algorithms import get_algorithm
 
 Backend = Literal["lambda", "ec2", "local"]
@@ -50,7 +51,7 @@ class PlannerSettings:
     lambda_memory_mb: int = 3008
     lambda_timeout_s: int = 900
     lambda_ephemeral_mb: int = 2048
-    allowed_instance_types: tuple[str, ...] = ("t3.*", "m5.*", "m6i.*", "c5.*", "c6i.*", "r5.*", "r6i.*")
+    allowed_instance_types: tuple[str, ...] = tuple(DEFAULT_ALLOWED_INSTANCE_TYPES)
     max_instances: int = 4
 
 
