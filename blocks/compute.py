@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from mltp.aws_types import (
     AmiId,
+    IamRoleArn,
     InstanceType,
     InstanceTypePattern,
     LambdaFunctionName,
@@ -56,6 +57,10 @@ class Ec2Compute(Block):
     max_instances: int = Field(
         4, ge=1, le=100, description="At most this many instances for one training run (a grid is split)."
     )
+    trainer_preinstalled: bool = Field(
+        False,
+        description="The AMI already has the trainer in /opt/mltp: boot runs it without installing the wheel.",
+    )
 
     @model_validator(mode="after")
     def _default_type_allowed(self) -> Ec2Compute:
@@ -83,4 +88,18 @@ class LambdaCompute(Block):
     ephemeral_storage_mb: int = Field(2048, ge=512, le=10240, description="Size of /tmp in MB.")
     max_rows: int = Field(
         100_000, ge=0, description="Datasets with more rows train on EC2 unless compute=lambda is forced."
+    )
+    role_arn: IamRoleArn | None = Field(
+        None, description="IAM role the function runs as (our buckets, CloudWatch metrics and logs)."
+    )
+    image_uri: str | None = Field(
+        None,
+        pattern=r"^\S+:\S+$",
+        description="Container image built from deployments/lambda/Dockerfile. Empty deploys a zip of the "
+        "trainer code, which only the sandbox can run.",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Endpoint for the Lambda API only; empty uses the credentials' endpoint.",
     )

@@ -37,6 +37,14 @@ class PlatformBlocks:
     ec2: Ec2Compute
     lambda_: LambdaCompute
 
+    def lambda_client(self):
+        """prefect-aws ignores a service-specific endpoint, so the Lambda client is built here: the
+        credentials' session and retry settings, with the Lambda block's endpoint when it has one."""
+        params = self.credentials.aws_client_parameters.get_params_override()
+        if self.lambda_.endpoint_url:
+            params["endpoint_url"] = self.lambda_.endpoint_url
+        return self.credentials.get_boto3_session().client("lambda", **params)
+
     def named(self) -> list[tuple[str, object]]:
         return [
             (CREDENTIALS, self.credentials),
@@ -71,6 +79,7 @@ def build_blocks(settings: PlatformSettings) -> PlatformBlocks:
             use_spot=settings.ec2_use_spot,
             max_runtime_minutes=settings.ec2_max_runtime_minutes,
             max_instances=settings.ec2_max_instances,
+            trainer_preinstalled=settings.ec2_trainer_preinstalled,
         ),
         lambda_=LambdaCompute(
             function_name=f"{settings.lambda_function_prefix}trainer",
@@ -79,6 +88,9 @@ def build_blocks(settings: PlatformSettings) -> PlatformBlocks:
             timeout_seconds=settings.lambda_timeout_seconds,
             ephemeral_storage_mb=settings.lambda_ephemeral_storage_mb,
             max_rows=settings.lambda_max_rows,
+            role_arn=settings.lambda_role_arn,
+            image_uri=settings.lambda_image_uri,
+            endpoint_url=settings.lambda_endpoint_url,
         ),
     )
 

@@ -23,6 +23,7 @@ _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _LAMBDA_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _LAMBDA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _LAMBDA_RUNTIME = re.compile(r"^python3\.\d{1,2}$")
+_IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
 
 def _matching(pattern: re.Pattern[str], what: str, example: str):
@@ -64,6 +65,11 @@ LambdaFunctionName = Annotated[
 ]
 LambdaRuntime = Annotated[
     str, AfterValidator(_matching(_LAMBDA_RUNTIME, "Lambda Python runtime", "python3.11"))
+]
+
+IamRoleArn = Annotated[
+    str,
+    AfterValidator(_matching(_IAM_ROLE_ARN, "IAM role ARN", "arn:aws:iam::123456789012:role/mltp-trainer")),
 ]
 
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from mltp.aws_types import (
     AmiId,
     BucketName,
+    IamRoleArn,
     InstanceType,
     InstanceTypePattern,
     LambdaPrefix,
@@ -65,6 +66,7 @@ class PlatformSettings(BaseSettings):
     ec2_use_spot: bool = Field(False, validation_alias="EC2_USE_SPOT")
     ec2_max_runtime_minutes: int = Field(120, ge=1, le=10080, validation_alias="EC2_MAX_RUNTIME_MINUTES")
     ec2_max_instances: int = Field(4, ge=1, le=100, validation_alias="EC2_MAX_INSTANCES")
+    ec2_trainer_preinstalled: bool = Field(False, validation_alias="EC2_TRAINER_PREINSTALLED")
 
     lambda_function_prefix: LambdaPrefix = Field("mltp-", validation_alias="LAMBDA_FUNCTION_PREFIX")
     lambda_runtime: LambdaRuntime = Field("python3.11", validation_alias="LAMBDA_RUNTIME")
@@ -73,6 +75,11 @@ class PlatformSettings(BaseSettings):
     lambda_max_rows: int = Field(100_000, ge=0, validation_alias="LAMBDA_MAX_ROWS")
     lambda_ephemeral_storage_mb: int = Field(
         2048, ge=512, le=10240, validation_alias="LAMBDA_EPHEMERAL_STORAGE_MB"
+    )
+    lambda_role_arn: IamRoleArn | None = Field(None, validation_alias="LAMBDA_ROLE_ARN")
+    lambda_image_uri: str | None = Field(None, validation_alias="LAMBDA_IMAGE_URI", pattern=r"^\S+:\S+$")
+    lambda_endpoint_url: str | None = Field(
+        None, validation_alias="LAMBDA_ENDPOINT_URL", pattern=r"^https?://\S+$"
     )
 
     _split_lists = field_validator("ec2_allowed_instance_types", "ec2_security_group_ids", mode="before")(
