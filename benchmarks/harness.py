@@ -54,6 +54,7 @@ def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
         env.pop("AWS_PROFILE", None)
         env.pop("AWS_SESSION_TOKEN", None)
         up = [MLTP, "sandbox", "up", "--aws-port", str(free_port()), "--prefect-port", str(free_port())]
+        up += ["--fleet-port", str(free_port())]
         try:
             status = json.loads(
                 subprocess.run([*up, "--json"], env=env, check=True, capture_output=True).stdout

@@ -103,3 +103,17 @@ class LambdaCompute(Block):
         pattern=r"^https?://\S+$",
         description="Endpoint for the Lambda API only; empty uses the credentials' endpoint.",
     )
+
+    def deploy_settings(self) -> dict[str, object]:
+        """The keyword arguments of `mltp.compute.lambda_deploy.deploy_trainer_function`."""
+        return self.model_dump(
+            include={
+                "function_name",
+                "runtime",
+                "memory_mb",
+                "timeout_seconds",
+                "ephemeral_storage_mb",
+                "role_arn",
+                "image_uri",
+            }
+        )

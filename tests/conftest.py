@@ -118,6 +118,8 @@ def start_sandbox(home: Path) -> RunningSandbox:
         str(free_port()),
         "--prefect-port",
         str(free_port()),
+        "--fleet-port",
+        str(free_port()),
         "--json",
         env={"MLTP_HOME": str(home)},
     )

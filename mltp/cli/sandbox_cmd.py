@@ -11,7 +11,10 @@ from mltp.home import mltp_home
 from mltp.sandbox import lifecycle
 from mltp.sandbox.lifecycle import Sandbox, SandboxStatus
 
-app = typer.Typer(help="Run the local sandbox: a moto server for AWS and a Prefect server with its UI.")
+app = typer.Typer(
+    help="Run the local sandbox: a moto server for AWS, a fleet that runs the trainers, and a Prefect "
+    "server with its UI."
+)
 
 AWS_PORT = typer.Option(
     None,
@@ -29,6 +32,22 @@ PREFECT_PORT = typer.Option(
     max=65535,
     help=f"Port of the Prefect server and UI [default: {lifecycle.DEFAULT_PREFECT_PORT}].",
 )
+FLEET_PORT = typer.Option(
+    None,
+    "--fleet-port",
+    envvar="MLTP_SANDBOX_FLEET_PORT",
+    min=1,
+    max=65535,
+    help=f"Port of the compute fleet's Lambda endpoint [default: {lifecycle.DEFAULT_FLEET_PORT}].",
+)
+MAX_TRAINERS = typer.Option(
+    lifecycle.DEFAULT_MAX_TRAINERS,
+    "--max-trainers",
+    envvar="MLTP_SANDBOX_MAX_TRAINERS",
+    min=1,
+    max=64,
+    help="Trainers the fleet runs at once; further instances and invocations wait, as for capacity.",
+)
 JSON = typer.Option(False, "--json", help="Print the status as JSON.")
 
 
@@ -42,6 +61,7 @@ def _print_status(status: SandboxStatus) -> None:
     if status.endpoints:
         endpoints = status.endpoints
         console.print(f"  AWS endpoint   {endpoints.aws_endpoint_url}  (region {lifecycle.REGION})")
+        console.print(f"  Lambda (fleet) {endpoints.lambda_endpoint_url}")
         console.print(f"  Prefect API    {endpoints.prefect_api_url}")
         console.print(f"  Prefect UI     {endpoints.prefect_ui_url}")
         console.print(f"  buckets        s3://{lifecycle.DATA_BUCKET}  s3://{lifecycle.MODELS_BUCKET}")
@@ -52,9 +72,16 @@ def _print_status(status: SandboxStatus) -> None:
 
 
 @app.command()
-def up(aws_port: int | None = AWS_PORT, prefect_port: int | None = PREFECT_PORT, json: bool = JSON) -> None:
-    """Start the sandbox (harmless when it is already running) and create its blocks and buckets."""
-    status, notes = Sandbox(mltp_home()).up(aws_port, prefect_port)
+def up(
+    aws_port: int | None = AWS_PORT,
+    prefect_port: int | None = PREFECT_PORT,
+    fleet_port: int | None = FLEET_PORT,
+    max_trainers: int = MAX_TRAINERS,
+    json: bool = JSON,
+) -> None:
+    """Start the sandbox (harmless when it is already running), create its blocks and buckets, and
+    deploy the trainer function."""
+    status, notes = Sandbox(mltp_home()).up(aws_port, prefect_port, fleet_port, max_trainers)
     if json:
         emit_json({**status.as_json(), "notes": notes})
         return
@@ -96,6 +123,8 @@ def env() -> None:
     variables = {
         "PREFECT_API_URL": endpoints.prefect_api_url,
         "AWS_ENDPOINT_URL": endpoints.aws_endpoint_url,
+        "AWS_ENDPOINT_URL_LAMBDA": endpoints.lambda_endpoint_url,  # the aws CLI's per-service override
+        "LAMBDA_ENDPOINT_URL": endpoints.lambda_endpoint_url,
         "AWS_REGION": lifecycle.REGION,
         "AWS_DEFAULT_REGION": lifecycle.REGION,  # the name boto3 reads
         "AWS_ACCESS_KEY_ID": lifecycle.ACCESS_KEY_ID,

@@ -1,4 +1,5 @@
-"""`mltp sandbox up | down | status`: a moto server and a Prefect server (API + UI) on loopback.
+"""`mltp sandbox up | down | status`: a moto server, the compute fleet and a Prefect server (API + UI)
+on loopback.
 
 All state lives under the project's `.mltp/`: pid files in `run/`, logs in `logs/`, Prefect's home
 (SQLite database included) in `prefect/`, and `sandbox.json` with the endpoints of a running sandbox.
@@ -19,6 +20,8 @@ from mltp.sandbox.process import ManagedProcess, require_free_port
 
 DEFAULT_AWS_PORT = 5055
 DEFAULT_PREFECT_PORT = 4250
+DEFAULT_FLEET_PORT = 5056
+DEFAULT_MAX_TRAINERS = 4
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 # moto accepts any key pair; fixed fake keys keep every process of the sandbox in one moto account.
@@ -26,16 +29,22 @@ ACCESS_KEY_ID = "mltp-sandbox"
 SECRET_ACCESS_KEY = "mltp-sandbox-secret"
 DATA_BUCKET = "mltp-sandbox-data"
 MODELS_BUCKET = "mltp-sandbox-models"
+TRAINER_ROLE = "mltp-sandbox-trainer"
 
 
 @dataclass(frozen=True)
 class Endpoints:
     aws_port: int
     prefect_port: int
+    fleet_port: int
 
     @property
     def aws_endpoint_url(self) -> str:
         return f"http://{HOST}:{self.aws_port}"
+
+    @property
+    def lambda_endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.fleet_port}"
 
     @property
     def prefect_api_url(self) -> str:
@@ -67,6 +76,7 @@ class SandboxStatus:
             "running": self.running,
             "home": str(self.home),
             "aws_endpoint_url": endpoints.aws_endpoint_url if endpoints else None,
+            "lambda_endpoint_url": endpoints.lambda_endpoint_url if endpoints else None,
             "prefect_api_url": endpoints.prefect_api_url if endpoints else None,
             "prefect_ui_url": endpoints.prefect_ui_url if endpoints else None,
             "region": REGION if endpoints else None,
@@ -89,6 +99,8 @@ class Sandbox:
         run_dir, log_dir = home / "run", home / "logs"
         self.moto = ManagedProcess("moto", run_dir, log_dir)
         self.prefect = ManagedProcess("prefect", run_dir, log_dir)
+        self.fleet = ManagedProcess("fleet", run_dir, log_dir)
+        self.services = (self.moto, self.fleet, self.prefect)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -103,9 +115,10 @@ class Sandbox:
         health_urls = {
             "moto": f"{endpoints.aws_endpoint_url}/moto-api/" if endpoints else None,
             "prefect": f"{endpoints.prefect_api_url}/ready" if endpoints else None,
+            "fleet": f"{endpoints.lambda_endpoint_url}/fleet/health" if endpoints else None,
         }
         services = {}
-        for process in (self.moto, self.prefect):
+        for process in self.services:
             record, state = process.record(), process.state()
             running = state == "running"
             url = health_urls[process.name]
@@ -121,13 +134,19 @@ class Sandbox:
     def running_endpoints(self) -> Endpoints | None:
         """Endpoints of a running sandbox, without health calls (cheap enough for every command)."""
         endpoints = self.endpoints()
-        if endpoints and self.moto.state() == "running" and self.prefect.state() == "running":
+        if endpoints and all(process.state() == "running" for process in self.services):
             return endpoints
         return None
 
     # -- changing ------------------------------------------------------------------------------
 
-    def up(self, aws_port: int | None, prefect_port: int | None) -> tuple[SandboxStatus, list[str]]:
+    def up(
+        self,
+        aws_port: int | None,
+        prefect_port: int | None,
+        fleet_port: int | None = None,
+        max_trainers: int = DEFAULT_MAX_TRAINERS,
+    ) -> tuple[SandboxStatus, list[str]]:
         """Start whatever is not running, wait until healthy, then create the blocks and buckets.
 
         A service that is already running and healthy is kept (so are its ports); one that crashed or
@@ -137,25 +156,31 @@ class Sandbox:
         known = self.endpoints()
         healthy = {name for name, service in current.services.items() if service.healthy}
         if known and healthy:
-            _refuse_other_ports(known, aws_port, prefect_port)
+            _refuse_other_ports(known, aws_port, prefect_port, fleet_port)
         endpoints = (
             known
             if known and healthy
-            else Endpoints(aws_port or DEFAULT_AWS_PORT, prefect_port or DEFAULT_PREFECT_PORT)
+            else Endpoints(
+                aws_port or DEFAULT_AWS_PORT,
+                prefect_port or DEFAULT_PREFECT_PORT,
+                fleet_port or DEFAULT_FLEET_PORT,
+            )
         )
         notes = ["the sandbox was already running"] if current.running else []
-        to_start = [process for process in (self.moto, self.prefect) if process.name not in healthy]
+        if "moto" not in healthy:  # the fleet's instances and functions live in moto: restart it with moto
+            healthy.discard("fleet")
+        to_start = [process for process in self.services if process.name not in healthy]
         notes += self._clear(to_start)
         for process in to_start:
             port, what, flag = self._port_of(process, endpoints)
             require_free_port(port, what=what, flag=flag)
         try:
-            self._start(endpoints, to_start)
+            self._start(endpoints, to_start, max_trainers)
             self._init_blocks(endpoints)
         except BaseException:
             for process in to_start:
                 process.stop()
-            if len(to_start) == 2:
+            if len(to_start) == len(self.services):
                 self.state_file.unlink(missing_ok=True)
             raise
         return self.status(), notes
@@ -163,6 +188,8 @@ class Sandbox:
     def _port_of(self, process: ManagedProcess, endpoints: Endpoints) -> tuple[int, str, str]:
         if process is self.moto:
             return endpoints.aws_port, "moto (AWS) server", "--aws-port"
+        if process is self.fleet:
+            return endpoints.fleet_port, "compute fleet", "--fleet-port"
         return endpoints.prefect_port, "Prefect server", "--prefect-port"
 
     def _clear(self, processes: list[ManagedProcess]) -> list[str]:
@@ -175,7 +202,7 @@ class Sandbox:
                 notes.append(f"restarted the {process.name} server, which was not answering")
         return notes
 
-    def _start(self, endpoints: Endpoints, processes: list[ManagedProcess]) -> None:
+    def _start(self, endpoints: Endpoints, processes: list[ManagedProcess], max_trainers: int) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / ".gitignore").write_text("*\n")
         self.state_file.write_text(json.dumps(asdict(endpoints)))
@@ -210,13 +237,43 @@ class Sandbox:
             )
         if self.moto in processes:
             self.moto.wait_healthy(lambda: _get_ok(f"{endpoints.aws_endpoint_url}/moto-api/"), timeout=30)
+        if self.fleet in processes:
+            self.fleet.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "mltp.sandbox.fleet",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(endpoints.fleet_port),
+                    "--moto-url",
+                    endpoints.aws_endpoint_url,
+                    "--state-dir",
+                    str(self.home / "fleet"),
+                    "--max-trainers",
+                    str(max_trainers),
+                ],
+                env=_service_env(
+                    AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+                    AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+                    AWS_DEFAULT_REGION=REGION,
+                    AWS_EC2_METADATA_DISABLED="true",
+                ),
+                port=endpoints.fleet_port,
+            )
+            self.fleet.wait_healthy(
+                lambda: _get_ok(f"{endpoints.lambda_endpoint_url}/fleet/health"), timeout=30
+            )
         if self.prefect in processes:
             self.prefect.wait_healthy(
                 lambda: _get_ok(f"{endpoints.prefect_api_url}/ready"), timeout=_start_timeout()
             )
 
     def _init_blocks(self, endpoints: Endpoints) -> None:
-        from blocks.platform import init_blocks
+        """Blocks and buckets, the trainer's role, and the trainer function deployed through the fleet."""
+        from blocks.platform import init_blocks, load_blocks
+        from mltp.compute.lambda_deploy import deploy_trainer_function
         from mltp.prefect_api import activated
         from mltp.settings import load_settings
 
@@ -229,9 +286,14 @@ class Sandbox:
             endpoint_url=endpoints.aws_endpoint_url,
             data_bucket=DATA_BUCKET,
             models_bucket=MODELS_BUCKET,
+            lambda_endpoint_url=endpoints.lambda_endpoint_url,
+            lambda_role_arn=_trainer_role(endpoints),
+            lambda_image_uri=None,
         )
         with activated(endpoints.prefect_api_url):
             init_blocks(settings)
+            blocks = load_blocks()
+            deploy_trainer_function(blocks.lambda_client(), **blocks.lambda_.deploy_settings())
 
     def down(self) -> list[str]:
         found = self.stop_all()
@@ -248,7 +310,7 @@ class Sandbox:
         return notes
 
     def stop_all(self) -> dict[str, str]:
-        found = {process.name: process.stop() for process in (self.prefect, self.moto)}
+        found = {process.name: process.stop() for process in reversed(self.services)}
         self.state_file.unlink(missing_ok=True)
         return found
 
@@ -262,13 +324,46 @@ def _start_timeout() -> float:
         raise ConfigError(f"MLTP_SANDBOX_START_TIMEOUT={raw!r} is not a number of seconds") from None
 
 
-def _refuse_other_ports(endpoints: Endpoints, aws_port: int | None, prefect_port: int | None) -> None:
-    if (aws_port and aws_port != endpoints.aws_port) or (
-        prefect_port and prefect_port != endpoints.prefect_port
+def _trainer_role(endpoints: Endpoints) -> str:
+    """The role the trainer function runs as (moto does not enforce it, but Lambda requires one)."""
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoints.aws_endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
+    try:
+        return iam.get_role(RoleName=TRAINER_ROLE)["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        return iam.create_role(RoleName=TRAINER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+            "Arn"
+        ]
+
+
+def _refuse_other_ports(
+    endpoints: Endpoints, aws_port: int | None, prefect_port: int | None, fleet_port: int | None
+) -> None:
+    if (
+        (aws_port and aws_port != endpoints.aws_port)
+        or (prefect_port and prefect_port != endpoints.prefect_port)
+        or (fleet_port and fleet_port != endpoints.fleet_port)
     ):
         raise ConfigError(
-            f"the sandbox is already running on ports {endpoints.aws_port} (AWS) and "
-            f"{endpoints.prefect_port} (Prefect): run `mltp sandbox down` first to change ports"
+            f"the sandbox is already running on ports {endpoints.aws_port} (AWS), {endpoints.fleet_port} "
+            f"(fleet) and {endpoints.prefect_port} (Prefect): run `mltp sandbox down` first to change ports"
         )
 
 
