@@ -45,18 +45,29 @@ def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def candidates_from(params: list[str], grid: list[str]) -> list[dict[str, Any]]:
-    """`--param k=v` fixed values plus the cartesian product of `--grid k=v1,v2`."""
-    fixed = {key: parse_value(value) for key, value in _pairs(params, "--param")}
-    axes = {key: [parse_value(v) for v in values.split(",")] for key, values in _pairs(grid, "--grid")}
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """`--param k=v` options as a dict of typed values."""
+    return {key: parse_value(value) for key, value in _pairs(items, "--param")}
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`--grid k=v1,v2` options as a dict of axes."""
+    return {key: [parse_value(v) for v in values.split(",")] for key, values in _pairs(items, "--grid")}
+
+
+def expand_grid(fixed: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The fixed hyperparameters with every combination of the grid's axes: one candidate each."""
     overlap = set(fixed) & set(axes)
     if overlap:
-        raise TrainingInputError(f"{', '.join(sorted(overlap))} given both as --param and --grid")
+        raise TrainingInputError(f"{', '.join(sorted(overlap))} given both as a fixed value and a grid axis")
+    empty = [axis for axis, values in axes.items() if not values]
+    if empty:
+        raise TrainingInputError(f"grid axis {empty[0]!r} has no values")
     return [{**fixed, **dict(zip(axes, combo, strict=True))} for combo in itertools.product(*axes.values())]
 
 
 def new_job_id(dataset: str, algorithm: str) -> str:
-    stem = f"{dataset}-{algorithm}".replace("_", "-")[:40].strip("-")
+    stem = f"{dataset}-{algorithm}".replace("_", "-")[:28].strip("-")  # room for "-s12-a3" suffixes
     return f"{stem}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 

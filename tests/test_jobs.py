@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mltp.errors import BucketError
-from mltp.jobs import build_job_spec, candidates_from, parse_value, write_job
+from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params, parse_value, write_job
 from mltp.trainer.errors import TrainingInputError
 
 
@@ -54,13 +54,14 @@ def test_parse_value(text, value) -> None:
 
 
 def test_candidates_from_params_and_grid() -> None:
-    assert candidates_from(["max_depth=5"], ["n_estimators=10,20", "min_samples_leaf=1,2"]) == [
+    fixed, axes = parse_params(["max_depth=5"]), parse_grid(["n_estimators=10,20", "min_samples_leaf=1,2"])
+    assert expand_grid(fixed, axes) == [
         {"max_depth": 5, "n_estimators": 10, "min_samples_leaf": 1},
         {"max_depth": 5, "n_estimators": 10, "min_samples_leaf": 2},
         {"max_depth": 5, "n_estimators": 20, "min_samples_leaf": 1},
         {"max_depth": 5, "n_estimators": 20, "min_samples_leaf": 2},
     ]
-    assert candidates_from([], []) == [{}]
+    assert expand_grid({}, {}) == [{}]
 
 
 def test_a_good_spec() -> None:

@@ -256,7 +256,7 @@ def run_job(job_uri: str, clients: ClientFactory, instance_id: str | None = None
     telemetry, status = None, {}
     try:
         spec = load_spec(clients, job_uri)
-        telemetry = Telemetry(clients, spec.job_id, instance_id)
+        telemetry = Telemetry(clients, spec.job_id, instance_id, heartbeat=spec.heartbeat_seconds)
         logger.info(
             "job %s: %s for %s on %s", spec.job_id, spec.algorithm, spec.target, spec.dataset_manifest_uri
         )

@@ -43,6 +43,7 @@ class JobSpec(BaseModel):
     validation: Validation = Field(default_factory=Validation)
     output_prefix: str = Field(pattern=r"^s3://[^/]+/.+/$")
     deadline: datetime | None = None
+    heartbeat_seconds: float = Field(15.0, ge=1, le=300, description="How often the trainer reports it lives")
 
     @field_validator("job_id")
     @classmethod

@@ -61,7 +61,14 @@ class Telemetry(logging.Handler):
         self.cloudwatch.put_metric_data(
             Namespace=NAMESPACE,
             MetricData=[
-                {"MetricName": name, "Dimensions": dimensions, "Value": value, "Unit": "None"}
+                # high resolution: the monitor reads 5-second periods to notice a lost heartbeat quickly
+                {
+                    "MetricName": name,
+                    "Dimensions": dimensions,
+                    "Value": value,
+                    "Unit": "None",
+                    "StorageResolution": 1,
+                }
                 for dimensions in self._dimensions()
             ],
         )
@@ -85,12 +92,14 @@ class Telemetry(logging.Handler):
             )
 
     def _heartbeat(self, every: float) -> None:
-        while not self._stop.wait(every):
+        while True:  # the first beat goes out at once: the monitor's start-up wait ends with it
             try:
                 self._put("Heartbeat", 1.0)
                 self.flush()
             except (BotoCoreError, ClientError):  # a missed beat is what the monitor watches for
                 logger.warning("heartbeat could not be published", exc_info=False)
+            if self._stop.wait(every):
+                return
 
     def close(self) -> None:
         self._stop.set()
