@@ -1,9 +1,12 @@
-"""`mltp plan` (where a job would run, and why) and `mltp train` (run it; local backend for now)."""
+"""`mltp plan` (where a job would run, and why) and `mltp train` (run the `train-model` flow)."""
 
 from __future__ import annotations
 
 import json as jsonlib
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -11,8 +14,8 @@ import typer
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
 from mltp.datasets import get_manifest, parse_reference
-from mltp.errors import ConfigError, MltpError
-from mltp.jobs import build_job_spec, candidates_from, write_job
+from mltp.errors import ConfigError
+from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params
 from mltp.planning import ComputePlan, Workload, plan_compute
 
 DATASET = typer.Option(..., "--dataset", help="NAME or NAME@VERSION of an ingested dataset.")
@@ -23,6 +26,8 @@ PARAM = typer.Option([], "--param", help="Hyperparameter k=v (repeatable).")
 GRID = typer.Option([], "--grid", help="Grid axis k=v1,v2 (repeatable): one candidate per combination.")
 FOLDS = typer.Option(None, "--folds", min=2, max=20, help="k-fold cross-validation instead of a holdout.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+COMPUTE_CHOICES = ("auto", "lambda", "ec2", "local")
+COMPUTE = typer.Option("auto", "--compute", help="auto (the planner decides), lambda, ec2 or local.")
 
 
 def _prepare(
@@ -34,7 +39,7 @@ def _prepare(
     blocks = load_blocks()
     clients = blocks.credentials.get_client
     manifest = get_manifest(clients, blocks.datasets.bucket_name, name, version)
-    candidates = candidates_from(params, grid)
+    candidates = expand_grid(parse_params(params), parse_grid(grid))
     spec = build_job_spec(
         manifest,
         algorithm=algorithm,
@@ -67,12 +72,11 @@ def plan(
     param: list[str] = PARAM,
     grid: list[str] = GRID,
     folds: int | None = FOLDS,
-    compute: str = typer.Option("auto", "--compute", help="auto, lambda, ec2 or local."),
+    compute: str = COMPUTE,
     json: bool = JSON,
 ) -> None:
     """Where a training job would run, how big, how long, what it would cost, and why."""
-    if compute not in ("auto", "lambda", "ec2", "local"):
-        raise ConfigError(f"--compute {compute!r}: use auto, lambda, ec2 or local")
+    _check_compute(compute)
     with prefect_connection():
         _, spec, workload, settings = _prepare(dataset, algorithm, target, task, param, grid, folds)
     chosen = plan_compute(workload, settings, compute)
@@ -95,49 +99,75 @@ def train(
     holdout: float = typer.Option(0.2, "--holdout", min=0.05, max=0.5, help="Share of rows held out."),
     metric: str | None = typer.Option(None, "--metric", help="Primary metric that picks the best candidate."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the split and the estimator."),
-    compute: str = typer.Option("local", "--compute", help="Only local so far (EC2 and Lambda come next)."),
+    compute: str = COMPUTE,
+    max_runtime: int = typer.Option(
+        60, "--max-runtime", min=1, max=10080, help="Minutes after which a job is stopped as timed out."
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: the dataset's)."),
     json: bool = JSON,
 ) -> None:
-    """Train on the chosen compute and report the metrics."""
-    if compute != "local":
-        raise ConfigError(f"--compute {compute!r} is not available yet: use --compute local")
-    from blocks.platform import trainer_environment
-    from mltp.compute.local import LocalRun
-    from mltp.s3_json import read_json
-
+    """Train on the planned (or chosen) compute through the `train-model` flow, and report the result."""
+    _check_compute(compute)
+    name, version = parse_reference(dataset)
+    # Prefect's console handler would print tracebacks; the run's log lines are echoed below instead.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     with prefect_connection():
-        blocks, spec, workload, settings = _prepare(
-            dataset,
-            algorithm,
-            target,
-            task,
-            param,
-            grid,
-            folds,
-            holdout=holdout,
-            primary_metric=metric,
-            seed=seed,
-        )
-        chosen = plan_compute(workload, settings, "local")
-        job_uri = write_job(blocks.credentials.get_client, spec)
-        env = {**os.environ, **trainer_environment(blocks.credentials)}
-    if not json:
-        _print_plan(chosen)
-        console.print(f"job {spec.job_id}: {job_uri}")
-    code = LocalRun(job_uri, env).wait(
-        on_line=(lambda line: None) if json else lambda line: console.print(f"  {line}")
-    )
-    bucket, prefix = spec.output_bucket_and_prefix
-    status, _ = read_json(blocks.credentials.get_client("s3"), bucket, f"{prefix}status.json")
-    if status is None:
-        raise MltpError(f"the trainer exited with {code} and wrote no status: see the log above")
-    report = {"job_id": spec.job_id, "job_uri": job_uri, "plan": chosen.as_dict(), **status}
+        from flows.train import train_model  # sets Prefect's logging up: echo handlers go on after
+
+        with _echo_run_log(enabled=not json):
+            report = train_model(
+                dataset=name,
+                dataset_version=version,
+                algorithm=algorithm,
+                target=target,
+                task=task,
+                hyperparameters=parse_params(param),
+                grid=parse_grid(grid),
+                compute=compute,
+                max_runtime_minutes=max_runtime,
+                model_name=model_name,
+                primary_metric=metric,
+                folds=folds,
+                holdout=holdout,
+                seed=seed,
+            )
     if json:
         emit_json(report)
-    elif status["state"] == "succeeded":
-        console.print(f"succeeded: {jsonlib.dumps(status['metrics'])} with {status['params']}")
-        console.print(f"model: {status['model_uri']}")
-    if status["state"] != "succeeded":
-        if not json:
-            console.print(f"[red]failed[/] ({status['kind']}): {status['message']}")
-        raise typer.Exit(2 if status["kind"] == "user" else 1)
+        return
+    best = report["best"]
+    console.print(
+        f"succeeded in {report['duration_s']:.0f} s: {jsonlib.dumps(best['metrics'])} with {best['params']}"
+    )
+    console.print(f"model: {best['model_uri']}")
+
+
+def _check_compute(compute: str) -> None:
+    if compute not in COMPUTE_CHOICES:
+        raise ConfigError(f"--compute {compute!r}: use {', '.join(COMPUTE_CHOICES)}")
+
+
+@contextmanager
+def _echo_run_log(enabled: bool) -> Iterator[None]:
+    """Print the flow's and tasks' log messages as plain lines while the flow runs in this process."""
+    if not enabled:
+        yield
+        return
+    handler = _LineHandler()
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        if message and not message.startswith(("Finished in state", "Created task run", "Executing")):
+            console.print(f"  {message}", markup=False, highlight=False)
