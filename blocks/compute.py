@@ -59,7 +59,7 @@ class Ec2Compute(Block):
     )
     trainer_preinstalled: bool = Field(
         False,
-        description="The AMI already has the trainer in /opt/mltp: boot runs it without installing the wheel.",
+        description="The AMI already has the trainer in /opt/mltp: boot runs it without installing a wheel.",
     )
 
     @model_validator(mode="after")

@@ -99,7 +99,8 @@ def train_model(
         Field(description="Where to train; auto lets the planner choose"),
     ] = "auto",
     max_runtime_minutes: Annotated[
-        int, Field(ge=1, le=10080, description="Hard deadline per job; the compute is terminated after it")
+        float,
+        Field(ge=0.1, le=10080, description="Hard deadline per job; the compute is terminated after it"),
     ] = 60,
     model_name: Annotated[str | None, Field(description="Model name; empty for the dataset's name")] = None,
     primary_metric: Annotated[

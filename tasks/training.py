@@ -46,7 +46,7 @@ def prepare_training(
     algorithm: str,
     candidates: list[dict[str, Any]],
     compute: str,
-    max_runtime_minutes: int,
+    max_runtime_minutes: float,
     heartbeat_s: float,
     **spec_options: Any,
 ) -> PreparedRun:
@@ -69,7 +69,7 @@ def prepare_training(
     limit_minutes = _runtime_limit_minutes(plan, blocks)
     if max_runtime_minutes > limit_minutes:
         plan.reasons.append(
-            f"the deadline is {limit_minutes} minutes, not {max_runtime_minutes}: the {plan.backend} "
+            f"the deadline is {limit_minutes} minutes, not {max_runtime_minutes:g}: the {plan.backend} "
             "compute block allows no longer"
         )
     deadline = datetime.now(UTC) + timedelta(minutes=min(max_runtime_minutes, limit_minutes))

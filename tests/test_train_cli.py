@@ -113,13 +113,15 @@ def cloudwatch_progress(sandbox, job_id: str) -> list[float]:
     ],
 )
 def test_train_locally_end_to_end(sandbox, ingested, dataset, arguments, metric_keys) -> None:
-    result = run_mltp("train", "--dataset", ingested[dataset], *arguments, "--json", env=sandbox.env)
+    result = run_mltp(
+        "train", "--dataset", ingested[dataset], *arguments, "--compute", "local", "--json", env=sandbox.env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["state"] == "succeeded"
+    assert report["status"] == "succeeded"
     assert set(report["metrics"]) == metric_keys
-    assert report["plan"]["backend"] == "local"
-    job_id = report["job_id"]
+    assert report["compute"]["backend"] == "local" and report["compute"]["reasons"]
+    job_id = report["best"]["job_id"]
     assert {
         f"runs/{job_id}/{name}"
         for name in ("job.json", "metrics.json", "model.skops", "signature.json", "status.json")
@@ -140,7 +142,8 @@ def test_train_locally_end_to_end(sandbox, ingested, dataset, arguments, metric_
         (["--algorithm", "random_forest", "--param", "max_depth=deep"], "Got 'deep' instead"),
         (["--algorithm", "ridge"], "does only regression, but the task is classification"),
         (["--algorithm", "knn", "--task", "regression", "--target", "target"], None),
-        (["--algorithm", "knn", "--compute", "ec2"], "is not available yet"),
+        (["--algorithm", "knn", "--compute", "gpu"], "--compute 'gpu': use auto, lambda, ec2, local"),
+        (["--algorithm", "random_forest", "--grid", "n_estimators="], "Got '' instead"),
         (["--algorithm", "knn", "--metric", "r2"], "do not apply to classification"),
     ],
 )

@@ -16,7 +16,9 @@ from mltp.cli.output import console, emit_json
 from mltp.datasets import get_manifest, parse_reference
 from mltp.errors import ConfigError
 from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params
+from mltp.monitor import MonitorSettings
 from mltp.planning import ComputePlan, Workload, plan_compute
+from mltp.trainer.algorithms import get_algorithm
 
 DATASET = typer.Option(..., "--dataset", help="NAME or NAME@VERSION of an ingested dataset.")
 ALGORITHM = typer.Option(..., "--algorithm", help="e.g. random_forest, hist_gradient_boosting, ridge, knn.")
@@ -100,14 +102,32 @@ def train(
     metric: str | None = typer.Option(None, "--metric", help="Primary metric that picks the best candidate."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the split and the estimator."),
     compute: str = COMPUTE,
-    max_runtime: int = typer.Option(
-        60, "--max-runtime", min=1, max=10080, help="Minutes after which a job is stopped as timed out."
+    max_runtime: float = typer.Option(
+        60, "--max-runtime", min=0.1, max=10080, help="Minutes after which a job is stopped as timed out."
     ),
     model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: the dataset's)."),
+    max_relaunches: int = typer.Option(
+        2,
+        "--max-relaunches",
+        min=0,
+        max=10,
+        help="Relaunches of a job whose compute was lost or interrupted.",
+    ),
+    heartbeat: float = typer.Option(
+        15, "--heartbeat", min=1, max=300, help="Seconds between trainer heartbeats."
+    ),
+    heartbeat_timeout: float = typer.Option(
+        90,
+        "--heartbeat-timeout",
+        min=3,
+        max=3600,
+        help="Seconds without a heartbeat after which compute is lost.",
+    ),
     json: bool = JSON,
 ) -> None:
     """Train on the planned (or chosen) compute through the `train-model` flow, and report the result."""
     _check_compute(compute)
+    get_algorithm(algorithm)  # the flow's parameter check would say it less clearly
     name, version = parse_reference(dataset)
     # Prefect's console handler would print tracebacks; the run's log lines are echoed below instead.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
@@ -130,6 +150,11 @@ def train(
                 folds=folds,
                 holdout=holdout,
                 seed=seed,
+                monitoring=MonitorSettings(
+                    max_relaunches=max_relaunches,
+                    heartbeat_s=heartbeat,
+                    heartbeat_timeout_s=heartbeat_timeout,
+                ),
             )
     if json:
         emit_json(report)
@@ -169,5 +194,6 @@ class _LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage().splitlines()[0] if record.getMessage() else ""
-        if message and not message.startswith(("Finished in state", "Created task run", "Executing")):
+        ours = "/prefect/" not in record.pathname.replace("\\", "/")  # not the engine's own chatter
+        if message and (ours or message.startswith("View at")):
             console.print(f"  {message}", markup=False, highlight=False)
