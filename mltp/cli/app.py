@@ -8,7 +8,7 @@ import sys
 import typer
 
 from mltp import __version__
-from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, lambda_cmd, sandbox_cmd, train_cmd
+from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, lambda_cmd, reap_cmd, sandbox_cmd, train_cmd
 from mltp.errors import MltpError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(lambda_cmd.app, name="lambda")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("plan")(train_cmd.plan)
 app.command("train")(train_cmd.train)
+app.command("reap")(reap_cmd.reap)
 
 
 def _version(value: bool) -> None:
