@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.config import Config
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 from pydantic import ValidationError
 
 from blocks.compute import Ec2Compute, LambdaCompute
-from mltp.aws import RETRY_CONFIG, caller_identity
+from mltp.aws import RETRY_CONFIG, botocore_config, caller_identity
 from mltp.buckets import ensure_buckets
 from mltp.errors import MltpError
 from mltp.planning import PlannerSettings
@@ -44,6 +45,16 @@ class PlatformBlocks:
         if self.lambda_.endpoint_url:
             params["endpoint_url"] = self.lambda_.endpoint_url
         return self.credentials.get_boto3_session().client("lambda", **params)
+
+    def single_attempt_client(self, service: str):
+        """A client that never retries by itself, for calls that must not be repeated blindly: a retried
+        `RunInstances` is only safe after looking for the instance the lost attempt may have started
+        (moto, unlike AWS, ignores `ClientToken`). Prefect's task retry does that look-up first."""
+        params = self.credentials.aws_client_parameters.get_params_override()
+        params["config"] = botocore_config().merge(
+            Config(retries={"total_max_attempts": 1, "mode": "standard"})
+        )
+        return self.credentials.get_boto3_session().client(service, **params)
 
     def named(self) -> list[tuple[str, object]]:
         return [

@@ -30,7 +30,10 @@ class MonitorSettings(BaseModel):
 
     poll_interval_s: float = Field(2.0, ge=0.2, le=300, description="First poll interval in seconds.")
     max_poll_interval_s: float = Field(
-        30.0, ge=0.2, le=900, description="The interval grows with the run's age up to this."
+        30.0,
+        ge=0.2,
+        le=300,
+        description="The interval grows with the run's age up to this (below the reaper's 10 min).",
     )
     heartbeat_s: float = Field(15.0, ge=1, le=300, description="How often the trainer sends a heartbeat.")
     heartbeat_timeout_s: float = Field(

@@ -127,7 +127,13 @@ def make_backend(blocks: PlatformBlocks, plan: ComputePlan, code: dict[str, str]
             region=credentials.region_name or "us-east-1",
         )
 
-    return Ec2Backend(credentials.get_client("ec2"), credentials.get_client("ssm"), settings, user_data)
+    return Ec2Backend(
+        credentials.get_client("ec2"),
+        credentials.get_client("ssm"),
+        settings,
+        user_data,
+        launch_client=blocks.single_attempt_client("ec2"),
+    )
 
 
 @task(name="publish-trainer", cache_policy=NO_CACHE, **AWS_RETRIES)

@@ -60,9 +60,11 @@ class Ec2Settings:
 class Ec2Backend:
     name = "ec2"
 
-    def __init__(self, ec2, ssm, settings: Ec2Settings, user_data) -> None:
-        """`user_data(job)` renders the boot script for one attempt."""
+    def __init__(self, ec2, ssm, settings: Ec2Settings, user_data, launch_client=None) -> None:
+        """`user_data(job)` renders the boot script for one attempt. `launch_client` sends RunInstances:
+        it should not retry on its own, so that every retry starts with the look-up by tag."""
         self.ec2, self.ssm, self.settings, self.user_data = ec2, ssm, settings, user_data
+        self.launch_client = launch_client or ec2
         self._ami: str | None = settings.ami_id
 
     def launch(self, job: JobLaunch) -> Launched:
@@ -70,7 +72,7 @@ class Ec2Backend:
         if existing is not None:
             return self._launched(job, existing)
         try:
-            reservation = self.ec2.run_instances(**self._request(job))
+            reservation = self.launch_client.run_instances(**self._request(job))
         except ClientError as error:
             code = error_code(error)
             if code == "IdempotentParameterMismatch":  # same token, other request: someone else's launch

@@ -1,0 +1,113 @@
+"""A loopback HTTP proxy in front of the moto server that injects AWS faults, the way production fails.
+
+Per service (read from the SigV4 credential scope) a share of calls gets one of:
+- `throttle`: the service's own throttling error (`RequestLimitExceeded` for EC2, `Throttling` for
+  CloudWatch, `ThrottlingException` for other JSON services, `SlowDown` for S3), without reaching moto;
+- `lost`: the call reaches moto and takes effect, but the client gets a 503 (the answer was lost);
+- `error`: a plain 500 without reaching moto.
+The random generator is seeded, so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+def throttling_response(service: str) -> tuple[int, dict[str, str], bytes]:
+    if service == "ec2":
+        body = (
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
+            "</Message></Error></Errors><RequestID>fault</RequestID></Response>"
+        )
+        return 503, {"Content-Type": "text/xml"}, body.encode()
+    if service == "s3":
+        body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        return 503, {"Content-Type": "application/xml"}, body.encode()
+    code = "Throttling" if service == "monitoring" else "ThrottlingException"  # CloudWatch's own name
+    body = f'{{"__type": "{code}", "message": "Rate exceeded"}}'.encode()
+    return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};Sender"}, body
+
+
+class FaultProxy:
+    def __init__(self, target: str, rates: dict[str, dict[str, float]], seed: int = 7) -> None:
+        """`rates`: service -> {"throttle": share, "lost": share, "error": share}."""
+        self.target, self.rates = target, rates
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected: Counter = Counter()
+        self.calls: Counter = Counter()
+        self.client = httpx.Client(base_url=target, timeout=120)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                match = _SCOPE.search(self.headers.get("Authorization", ""))
+                service = match.group(1) if match else "unknown"
+                fault = proxy._draw(service)
+                if fault in ("throttle", "error"):
+                    status, headers, payload = (
+                        throttling_response(service) if fault == "throttle" else (500, {}, b"")
+                    )
+                    self._reply(status, headers, payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                response = proxy.client.request(self.command, self.path, content=body, headers=headers)
+                if fault == "lost":
+                    self._reply(503, {}, b"")
+                    return
+                passed = {
+                    k: v
+                    for k, v in response.headers.items()
+                    if k.lower()
+                    not in ("content-length", "transfer-encoding", "connection", "content-encoding")
+                }
+                self._reply(response.status_code, passed, response.content)
+
+            def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _draw(self, service: str) -> str | None:
+        with self.lock:
+            self.calls[service] += 1
+            roll = self.random.random()
+            for fault, share in self.rates.get(service, {}).items():
+                if roll < share:
+                    self.injected[(service, fault)] += 1
+                    return fault
+                roll -= share
+        return None
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.client.close()
