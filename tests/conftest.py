@@ -104,10 +104,31 @@ class RunningSandbox:
     def prefect_api_url(self) -> str:
         return self.status["prefect_api_url"]
 
-    def s3(self):
+    def client(self, service: str):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.aws_endpoint_url, region_name="us-east-1")
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="mltp-sandbox",  # the sandbox's one moto account
+            aws_secret_access_key="mltp-sandbox-secret",
+        )
+
+    def s3(self):
+        return self.client("s3")
+
+    def live_instances(self) -> list[str]:
+        pages = (
+            self.client("ec2")
+            .get_paginator("describe_instances")
+            .paginate(
+                Filters=[
+                    {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
+                ]
+            )
+        )
+        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
 def start_sandbox(home: Path) -> RunningSandbox:
@@ -132,7 +153,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     """One sandbox shared by the tests that only read it or write under names of their own."""
     running = start_sandbox(tmp_path_factory.mktemp("mltp-home"))
     yield running
+    left = running.live_instances()
     run_mltp("sandbox", "down", env=running.env)
+    assert not left, f"instances left running in moto after the tests: {left}"
 
 
 @pytest.fixture(scope="session")
