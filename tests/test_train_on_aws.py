@@ -1,0 +1,417 @@
+"""`mltp train` on EC2 and Lambda the way a user runs it: the console script, the sandbox's moto server,
+its fleet (which really runs every instance's and invocation's trainer) and its Prefect server. Faults
+are real too: trainers killed or frozen, throttling injected between boto3 and moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import datasets as toy
+
+from tests.conftest import MLTP, run_mltp, start_sandbox
+from tests.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.servers
+FAST = ["--heartbeat", "1", "--heartbeat-timeout", "5"]
+
+
+def wait_for(predicate, timeout: float = 90, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def ingest(sandbox, folder, frame: pd.DataFrame, stem: str) -> str:
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    path = folder / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    result = run_mltp("datasets", "ingest", str(path), "--target", "target", env=sandbox.env)
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+@pytest.fixture(scope="module")
+def datasets(sandbox, tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("aws-data")
+    rng = np.random.default_rng(0)
+    rows = 120_000
+    features = rng.normal(size=(rows, 6))
+    big = pd.DataFrame(features, columns=[f"x{i}" for i in range(6)])
+    big["target"] = (
+        features[:, 0] + 0.5 * features[:, 1] - features[:, 2] + rng.normal(0, 0.5, rows) > 0
+    ).astype(int)
+    return {
+        "big": ingest(sandbox, folder, big, "big"),
+        "small": ingest(sandbox, folder, toy.load_breast_cancer(as_frame=True).frame, "cancer"),
+    }
+
+
+def instances_of(sandbox, run_id: str) -> list[dict]:
+    pages = (
+        sandbox.client("ec2")
+        .get_paginator("describe_instances")
+        .paginate(Filters=[{"Name": "tag:mltp:run-id", "Values": [run_id]}])
+    )
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def train(sandbox, *args: str) -> subprocess.CompletedProcess:
+    return run_mltp("train", *args, "--json", env=sandbox.env, timeout=300)
+
+
+def metric_values(sandbox, job_id: str, metric: str) -> list[float]:
+    now = datetime.now(UTC)
+    result = sandbox.client("cloudwatch").get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "m",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "ML/Training",
+                        "MetricName": metric,
+                        "Dimensions": [{"Name": "JobId", "Value": job_id}],
+                    },
+                    "Period": 5,
+                    "Stat": "Maximum",
+                },
+            }
+        ],
+        StartTime=now - timedelta(minutes=10),
+        EndTime=now + timedelta(minutes=1),
+    )
+    return result["MetricDataResults"][0]["Values"]
+
+
+def test_a_big_dataset_trains_on_ec2_with_its_grid_over_three_instances(sandbox, datasets) -> None:
+    result = train(
+        sandbox,
+        "--dataset",
+        datasets["big"],
+        "--algorithm",
+        "hist_gradient_boosting",
+        "--grid",
+        "max_iter=10,20,30",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["compute"]["backend"] == "ec2" and report["compute"]["instances"] == 3
+    assert any("over the Lambda threshold" in reason for reason in report["compute"]["reasons"])
+    assert [job["state"] for job in report["jobs"]] == ["succeeded"] * 3
+    assert report["best"]["params"]["max_iter"] in (10, 20, 30) and report["metrics"]["accuracy"] > 0.8
+    instances = instances_of(sandbox, report["run_id"])
+    assert len(instances) == 3  # one per shard, none twice
+    assert {job["handle"] for job in report["jobs"]} == {i["InstanceId"] for i in instances}
+    for instance in instances:
+        assert instance["State"]["Name"] == "terminated"
+        assert instance["MetadataOptions"]["HttpTokens"] == "required"
+        tags = {tag["Key"] for tag in instance["Tags"]}
+        assert {"mltp:job-id", "mltp:flow-run-id", "mltp:expires-at", "Name"} <= tags
+    for job in report["jobs"]:  # visible in CloudWatch
+        assert max(metric_values(sandbox, job["job_id"], "TrainingProgress")) == 1.0
+        assert metric_values(sandbox, job["job_id"], "Heartbeat")
+    assert_visible_in_prefect(sandbox, report)
+
+
+def assert_visible_in_prefect(sandbox, report) -> None:
+    api = sandbox.prefect_api_url
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 20}).json()
+    flow_run_id = instances_of(sandbox, report["run_id"])[0]["Tags"]
+    flow_run_id = next(tag["Value"] for tag in flow_run_id if tag["Key"] == "mltp:flow-run-id")
+    run = next(run for run in runs if run["id"] == flow_run_id)
+    assert run["state_type"] == "COMPLETED"
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+    ).json()
+    kinds = {artifact["type"] for artifact in artifacts}
+    assert {"progress", "markdown"} <= kinds
+    progress = next(artifact for artifact in artifacts if artifact["type"] == "progress")
+    assert progress["data"] == 100.0
+    markdown = next(artifact for artifact in artifacts if artifact["type"] == "markdown")
+    assert report["run_id"] in markdown["data"] and "over the Lambda threshold" in markdown["data"]
+
+
+def test_a_small_dataset_trains_on_lambda(sandbox, datasets) -> None:
+    result = train(
+        sandbox, "--dataset", datasets["small"], "--algorithm", "random_forest", "--param", "n_estimators=30"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["compute"]["backend"] == "lambda"
+    [job] = report["jobs"]
+    assert job["state"] == "succeeded" and job["backend"] == "lambda"
+    assert max(metric_values(sandbox, job["job_id"], "TrainingProgress")) == 1.0
+    assert instances_of(sandbox, report["run_id"]) == []
+
+
+def test_a_forced_backend_over_its_limits_is_refused_before_any_launch(sandbox, datasets) -> None:
+    before = sandbox.live_instances(), len(list_runs(sandbox))
+    result = run_mltp(
+        "train",
+        "--dataset",
+        datasets["big"],
+        "--algorithm",
+        "random_forest",
+        "--param",
+        "n_estimators=3000",
+        "--compute",
+        "lambda",
+        env=sandbox.env,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "compute=lambda is refused: estimated memory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (sandbox.live_instances(), len(list_runs(sandbox))) == before
+
+
+def list_runs(sandbox) -> list[str]:
+    bucket = sandbox.status["buckets"]["models"]
+    pages = sandbox.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="runs/")
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_a_trainer_that_raises_fails_with_its_message_and_is_not_relaunched(sandbox, datasets) -> None:
+    result = train(
+        sandbox,
+        "--dataset",
+        datasets["small"],
+        "--algorithm",
+        "logistic_regression",
+        "--compute",
+        "ec2",
+        "--param",
+        "penalty=elasticnet",
+        "--param",
+        "solver=lbfgs",
+    )
+    assert result.returncode == 1
+    assert "training failed (trainer)" in result.stderr
+    assert "Solver lbfgs supports only 'l2' or None penalties" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def start_training(sandbox, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [MLTP, "train", *args, "--json"],
+        env={**os.environ, **sandbox.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def new_trainer(sandbox, known: set[str]) -> tuple[str, int]:
+    """The first trainer the fleet runs for an instance that was not running before."""
+
+    def find():
+        running = httpx.get(f"{sandbox.status['lambda_endpoint_url']}/fleet/health").json()["running"]
+        fresh = {key: pid for key, pid in running.items() if key.startswith("i-") and key not in known}
+        return next(iter(fresh.items()), None)
+
+    return wait_for(find, timeout=120, every=0.05)
+
+
+def job_id_of(sandbox, instance_id: str) -> str:
+    [reservation] = sandbox.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return next(t["Value"] for t in reservation["Instances"][0]["Tags"] if t["Key"] == "mltp:job-id")
+
+
+def finish(process: subprocess.Popen) -> tuple[int, dict | None, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, (json.loads(out) if out.strip() else None), err
+
+
+def test_a_killed_trainer_is_lost_compute_and_the_job_is_relaunched(sandbox, datasets) -> None:
+    known = set(sandbox.live_instances())
+    process = start_training(
+        sandbox, "--dataset", datasets["small"], "--algorithm", "random_forest", "--compute", "ec2", *FAST
+    )
+    instance_id, pid = new_trainer(sandbox, known)
+    os.kill(pid, signal.SIGKILL)  # the machine dies; the fleet's "shutdown" terminates the instance
+    code, report, err = finish(process)
+    assert code == 0, err
+    [job] = report["jobs"]
+    assert job["state"] == "succeeded" and len(job["attempts"]) == 2
+    first = job["attempts"][0]
+    assert first["handle"] == instance_id and first["kind"] == "lost"
+    assert "terminated" in first["message"]
+    assert [i["State"]["Name"] for i in instances_of(sandbox, report["run_id"])] == ["terminated"] * 2
+
+
+def freeze_after_first_heartbeat(sandbox, known: set[str]) -> tuple[str, int]:
+    instance_id, pid = new_trainer(sandbox, known)
+    job_id = job_id_of(sandbox, instance_id)
+    wait_for(lambda: metric_values(sandbox, job_id, "Heartbeat"), timeout=60, every=0.2)
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: a hung machine
+    return instance_id, pid
+
+
+def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sandbox, datasets) -> None:
+    known = set(sandbox.live_instances())
+    process = start_training(
+        sandbox,
+        "--dataset",
+        datasets["small"],
+        "--algorithm",
+        "random_forest",
+        "--param",
+        "n_estimators=1500",
+        "--compute",
+        "ec2",
+        *FAST,
+    )
+    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
+    frozen_at = time.monotonic()
+    code, report, err = finish(process)
+    assert code == 0, err
+    [job] = report["jobs"]
+    first = job["attempts"][0]
+    assert first["handle"] == instance_id and first["kind"] == "lost"
+    assert "no heartbeat for" in first["message"]
+    assert time.monotonic() - frozen_at < 120
+    states = {i["InstanceId"]: i["State"]["Name"] for i in instances_of(sandbox, report["run_id"])}
+    assert states[instance_id] == "terminated" and len(states) == 2
+
+
+def test_a_job_past_its_deadline_is_terminated_and_fails_as_timed_out(sandbox, datasets) -> None:
+    known = set(sandbox.live_instances())
+    process = start_training(
+        sandbox,
+        "--dataset",
+        datasets["small"],
+        "--algorithm",
+        "random_forest",
+        "--param",
+        "n_estimators=1500",
+        "--compute",
+        "ec2",
+        "--max-runtime",
+        "0.25",
+        "--heartbeat",
+        "1",
+        "--heartbeat-timeout",
+        "600",
+    )
+    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
+    code, _, err = finish(process)
+    assert code == 1
+    assert "training failed (timeout)" in err and "raise max_runtime_minutes" in err
+    wait_for(lambda: instance_id not in sandbox.live_instances(), timeout=10)
+
+
+def test_the_reaper_terminates_the_instances_of_a_killed_flow(sandbox, datasets) -> None:
+    known = set(sandbox.live_instances())
+    process = start_training(
+        sandbox,
+        "--dataset",
+        datasets["small"],
+        "--algorithm",
+        "random_forest",
+        "--param",
+        "n_estimators=1500",
+        "--compute",
+        "ec2",
+        *FAST,
+    )
+    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
+    process.kill()  # kill -9 of the flow process while it monitors: no hook can run
+    process.wait()
+    assert instance_id in sandbox.live_instances()
+    time.sleep(7)  # the run's record was last renewed at launch: let it grow older than --stale-after
+    result = run_mltp("reap", "--stale-after", "0.1", "--json", env=sandbox.env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert instance_id in report["terminated"]
+    reason = next(o["reason"] for o in report["orphans"] if o["instance_id"] == instance_id)
+    assert "watched" in reason or "stale" in reason or "not been" in reason, reason
+    wait_for(lambda: instance_id not in sandbox.live_instances(), timeout=10)
+
+
+def test_the_failure_hook_terminates_a_flow_runs_instances_from_another_process(sandbox) -> None:
+    from types import SimpleNamespace
+
+    from flows.train import terminate_flow_run_instances
+    from mltp.prefect_api import activated
+
+    flow_run_id = str(uuid.uuid4())
+    ec2 = sandbox.client("ec2")
+    tags = [{"Key": "mltp:job-id", "Value": "hook-s1-a1"}, {"Key": "mltp:flow-run-id", "Value": flow_run_id}]
+    ids = [
+        i["InstanceId"]
+        for i in ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=2,
+            MaxCount=2,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"]
+    ]
+    state = SimpleNamespace(type=SimpleNamespace(value="CRASHED"))
+    with activated(sandbox.prefect_api_url):
+        terminate_flow_run_instances(None, SimpleNamespace(id=flow_run_id), state)
+    assert not set(ids) & set(sandbox.live_instances())
+
+
+@pytest.fixture(scope="module")
+def throttled_sandbox(tmp_path_factory):
+    """A private sandbox whose platform talks to moto through a proxy that throttles EC2 and CloudWatch
+    and loses the answers of some EC2 calls after they took effect."""
+    sandbox = start_sandbox(tmp_path_factory.mktemp("mltp-throttled"))
+    rates = {
+        "ec2": {"throttle": 0.25, "lost": 0.15},
+        "monitoring": {"throttle": 0.3},
+    }
+    with FaultProxy(sandbox.aws_endpoint_url, rates) as proxy:
+        from prefect_aws import AwsCredentials
+
+        from mltp.prefect_api import activated
+
+        with activated(sandbox.prefect_api_url):
+            credentials = AwsCredentials.load("mltp-aws")
+            credentials.aws_client_parameters.endpoint_url = proxy.url
+            credentials.save("mltp-aws", overwrite=True)
+        try:
+            yield sandbox, proxy
+        finally:
+            left = sandbox.live_instances()
+            run_mltp("sandbox", "down", env=sandbox.env)
+            assert not left, left
+
+
+def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_without_duplicates(
+    throttled_sandbox, tmp_path
+) -> None:
+    sandbox, proxy = throttled_sandbox
+    name = ingest(sandbox, tmp_path, toy.load_wine(as_frame=True).frame, "wine")
+    result = train(
+        sandbox,
+        "--dataset",
+        name,
+        "--algorithm",
+        "random_forest",
+        "--grid",
+        "n_estimators=10,20,30",
+        "--compute",
+        "ec2",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [len(job["attempts"]) for job in report["jobs"]] == [1, 1, 1]
+    instances = instances_of(sandbox, report["run_id"])
+    job_ids = sorted(next(t["Value"] for t in i["Tags"] if t["Key"] == "mltp:job-id") for i in instances)
+    assert job_ids == sorted(job["job_id"] for job in report["jobs"])  # exactly one instance per job
+    assert proxy.injected[("ec2", "throttle")] and proxy.injected[("monitoring", "throttle")]
+    assert proxy.injected[("ec2", "lost")]
