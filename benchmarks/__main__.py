@@ -1,15 +1,21 @@
-"""`make bench`: `python -m benchmarks [ingest|trainer ...]` runs the named suites (all by default, in
-order) against private sandboxes, writes their sections of benchmarks/RESULTS.md and prints them."""
+"""`make bench`: `python -m benchmarks [ingest|trainer|monitor|pipeline ...]` runs the named suites (all by
+default, in order) against private sandboxes, writes their sections of benchmarks/RESULTS.md and prints
+them."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-from benchmarks import ingest, trainer
+from benchmarks import ingest, monitor, pipeline, trainer
 from benchmarks.results import RESULTS, Section, write
 
-SUITES: dict[str, Callable[[], Section]] = {"ingest": ingest.run, "trainer": trainer.run}
+SUITES: dict[str, Callable[[], Section]] = {
+    "ingest": ingest.run,
+    "trainer": trainer.run,
+    "monitor": monitor.run,
+    "pipeline": pipeline.run,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

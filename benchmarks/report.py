@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DASH = "\N{EN DASH}"
-DIGITS = {"s": 1, "MB": 0}  # any other unit (a score, a count) is shown with SCORE_DIGITS
+DIGITS = {"s": 1, "ms": 1, "MB": 0}  # any other unit (a score, a count) is shown with SCORE_DIGITS
 SCORE_DIGITS = 4
 Verdict = Callable[[list[float], list[float]], bool]
 
@@ -22,8 +22,8 @@ class Row:
     met: Verdict | None = None
 
 
-def summary(values: list[float], unit: str) -> str:
-    digits = DIGITS.get(unit, SCORE_DIGITS)
+def summary(values: list[float], unit: str, digits: int | None = None) -> str:
+    digits = DIGITS.get(unit, SCORE_DIGITS) if digits is None else digits
     median = f"{statistics.median(values):.{digits}f} {unit}".rstrip()
     if len(values) == 1:
         return f"{median} (1 run)"

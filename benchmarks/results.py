@@ -12,15 +12,20 @@ from importlib.metadata import version
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-TITLES = {"ingest": "Dataset ingestion", "trainer": "Trainer"}  # suite -> section heading, in file order
+TITLES = {  # suite -> section heading, in file order
+    "ingest": "Dataset ingestion",
+    "trainer": "Trainer",
+    "monitor": "Monitor: API calls per tick",
+    "pipeline": "Pipeline overhead",
+}
 LEGACY_TITLE = "# Dataset ingestion benchmark"  # the file before it had sections: all of it was ingestion
 PREAMBLE = "\n".join(
     [
         "# Benchmarks",
         "",
         "`make bench` (`python -m benchmarks`) runs every suite against a private sandbox and rewrites this "
-        "file; `python -m benchmarks ingest` or `python -m benchmarks trainer` reruns one suite and keeps "
-        "the other sections as they were, so each section says when and where it was measured.",
+        "file; `python -m benchmarks SUITE...` (ingest, trainer, monitor, pipeline) reruns the named suites "
+        "and keeps the other sections as they were, so each section says when and where it was measured.",
     ]
 )
 
