@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Ingestion benchmark against a private sandbox: writes benchmarks/RESULTS.md (a few minutes).
+# Every benchmark against a private sandbox: writes benchmarks/RESULTS.md (about 10 minutes).
 bench: install
 	$(BIN)/python -m benchmarks
 

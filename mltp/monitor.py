@@ -28,7 +28,7 @@ MAX_LINE_CHARS = 2000
 class MonitorSettings(BaseModel):
     """How a run is watched. The defaults suit AWS; tests and the sandbox may tighten them."""
 
-    poll_interval_s: float = Field(2.0, ge=0.2, le=300, description="First poll interval in seconds.")
+    poll_interval_s: float = Field(1.0, ge=0.2, le=300, description="First poll interval in seconds.")
     max_poll_interval_s: float = Field(
         30.0,
         ge=0.2,

@@ -4,8 +4,10 @@ Per service (read from the SigV4 credential scope) a share of calls gets one of:
 - `throttle`: the service's own throttling error (`RequestLimitExceeded` for EC2, `Throttling` for
   CloudWatch, `ThrottlingException` for other JSON services, `SlowDown` for S3), without reaching moto;
 - `lost`: the call reaches moto and takes effect, but the client gets a 503 (the answer was lost);
-- `error`: a plain 500 without reaching moto.
-The random generator is seeded, so a failing run can be replayed.
+- `error`: a plain 500 without reaching moto;
+- `capacity`: EC2's `InsufficientInstanceCapacity`, without reaching moto.
+Faults can also be scripted for the next calls of one action (`proxy.script("ec2:RunInstances",
+"capacity")`). The random generator is seeded, so a failing run can be replayed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import random
 import re
 import threading
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -36,6 +39,18 @@ def throttling_response(service: str) -> tuple[int, dict[str, str], bytes]:
     return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};Sender"}, body
 
 
+def canned_response(fault: str, service: str) -> tuple[int, dict[str, str], bytes]:
+    if fault == "throttle":
+        return throttling_response(service)
+    if fault == "capacity":
+        body = (
+            "<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code><Message>There is no "
+            "capacity.</Message></Error></Errors><RequestID>fault</RequestID></Response>"
+        )
+        return 500, {"Content-Type": "text/xml"}, body.encode()
+    return 500, {}, b""
+
+
 class FaultProxy:
     def __init__(self, target: str, rates: dict[str, dict[str, float]], seed: int = 7) -> None:
         """`rates`: service -> {"throttle": share, "lost": share, "error": share}."""
@@ -44,6 +59,7 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.injected: Counter = Counter()
         self.calls: Counter = Counter()
+        self.scripted: defaultdict[str, deque] = defaultdict(deque)
         self.client = httpx.Client(base_url=target, timeout=120)
         proxy = self
 
@@ -58,12 +74,14 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 match = _SCOPE.search(self.headers.get("Authorization", ""))
                 service = match.group(1) if match else "unknown"
-                fault = proxy._draw(service)
-                if fault in ("throttle", "error"):
-                    status, headers, payload = (
-                        throttling_response(service) if fault == "throttle" else (500, {}, b"")
-                    )
-                    self._reply(status, headers, payload)
+                action = (
+                    parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+                    if service == "ec2"
+                    else ""
+                )
+                fault = proxy._draw(service, action)
+                if fault in ("throttle", "error", "capacity"):
+                    self._reply(*canned_response(fault, service))
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 response = proxy.client.request(self.command, self.path, content=body, headers=headers)
@@ -93,9 +111,19 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _draw(self, service: str) -> str | None:
+    def script(self, key: str, *faults: str) -> None:
+        """The next calls of `key` (`service:Action`, e.g. `ec2:RunInstances`) get these faults, in order."""
+        with self.lock:
+            self.scripted[key].extend(faults)
+
+    def _draw(self, service: str, action: str) -> str | None:
         with self.lock:
             self.calls[service] += 1
+            queue = self.scripted.get(f"{service}:{action}")
+            if queue:
+                fault = queue.popleft()
+                self.injected[(service, fault)] += 1
+                return fault
             roll = self.random.random()
             for fault, share in self.rates.get(service, {}).items():
                 if roll < share:

@@ -17,16 +17,7 @@ from botocore.exceptions import ClientError
 from mltp.compute.user_data import render_user_data
 from mltp.s3_json import read_json
 from mltp.sandbox.fleet import Fleet, Work
-
-
-def wait_for(predicate, timeout: float = 60, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
+from tests.conftest import wait_for
 
 
 def lambda_client(sandbox):

@@ -26,8 +26,10 @@ def test_status_json_has_every_endpoint(sandbox) -> None:
     assert status["prefect_ui_url"] == status["prefect_api_url"].removesuffix("/api")
     assert {name: service["state"] for name, service in status["services"].items()} == {
         "moto": "running",
+        "fleet": "running",
         "prefect": "running",
     }
+    assert status["lambda_endpoint_url"].startswith("http://127.0.0.1:")
     assert httpx.get(f"{status['prefect_api_url']}/health").status_code == 200
     # The UI is told where the API is, since the port is not Prefect's default.
     ui_settings = httpx.get(f"{status['prefect_ui_url']}/ui-settings").json()

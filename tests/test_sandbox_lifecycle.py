@@ -94,7 +94,7 @@ def test_crash_restart_and_down_leave_no_process(tmp_path) -> None:
     running = start_sandbox(home)
     env = running.env
     first = pids_of(home)
-    assert set(first) == {"moto", "prefect"}
+    assert set(first) == {"moto", "fleet", "prefect"}
     prefect_family = [psutil.Process(first["prefect"]), *psutil.Process(first["prefect"]).children(True)]
 
     os.kill(first["moto"], signal.SIGKILL)  # the AWS side crashes
@@ -110,10 +110,12 @@ def test_crash_restart_and_down_leave_no_process(tmp_path) -> None:
 
     again = run_mltp("sandbox", "up", "--json", env=env)
     assert again.returncode == 0, again.stderr
-    assert "removed a stale moto pid file left by a crashed sandbox" in json.loads(again.stdout)["notes"]
+    notes = json.loads(again.stdout)["notes"]
+    assert "removed a stale moto pid file left by a crashed sandbox" in notes
+    assert "restarted the fleet with the new moto server" in notes
     second = pids_of(home)
     assert second["prefect"] == first["prefect"]  # the healthy server was kept
-    assert second["moto"] != first["moto"]
+    assert second["moto"] != first["moto"] and second["fleet"] != first["fleet"]
     assert run_mltp("doctor", env=env).returncode == 0  # buckets re-created in the new moto
 
     down = run_mltp("sandbox", "down", env=env)

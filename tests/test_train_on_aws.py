@@ -18,21 +18,12 @@ import pandas as pd
 import pytest
 from sklearn import datasets as toy
 
-from tests.conftest import MLTP, run_mltp, start_sandbox
+from tests.conftest import MLTP, run_mltp, start_sandbox, wait_for
 from tests.fault_proxy import FaultProxy
+from tests.test_ui import render
 
 pytestmark = pytest.mark.servers
 FAST = ["--heartbeat", "1", "--heartbeat-timeout", "5"]
-
-
-def wait_for(predicate, timeout: float = 90, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def ingest(sandbox, folder, frame: pd.DataFrame, stem: str) -> str:
@@ -96,7 +87,8 @@ def metric_values(sandbox, job_id: str, metric: str) -> list[float]:
     return result["MetricDataResults"][0]["Values"]
 
 
-def test_a_big_dataset_trains_on_ec2_with_its_grid_over_three_instances(sandbox, datasets) -> None:
+@pytest.mark.browser
+def test_a_big_dataset_trains_on_ec2_with_its_grid_over_three_instances(sandbox, datasets, tmp_path) -> None:
     result = train(
         sandbox,
         "--dataset",
@@ -123,10 +115,10 @@ def test_a_big_dataset_trains_on_ec2_with_its_grid_over_three_instances(sandbox,
     for job in report["jobs"]:  # visible in CloudWatch
         assert max(metric_values(sandbox, job["job_id"], "TrainingProgress")) == 1.0
         assert metric_values(sandbox, job["job_id"], "Heartbeat")
-    assert_visible_in_prefect(sandbox, report)
+    assert_visible_in_prefect(sandbox, report, tmp_path)
 
 
-def assert_visible_in_prefect(sandbox, report) -> None:
+def assert_visible_in_prefect(sandbox, report, tmp_path) -> None:
     api = sandbox.prefect_api_url
     runs = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 20}).json()
     flow_run_id = instances_of(sandbox, report["run_id"])[0]["Tags"]
@@ -142,6 +134,12 @@ def assert_visible_in_prefect(sandbox, report) -> None:
     assert progress["data"] == 100.0
     markdown = next(artifact for artifact in artifacts if artifact["type"] == "markdown")
     assert report["run_id"] in markdown["data"] and "over the Lambda threshold" in markdown["data"]
+    ui = sandbox.status["prefect_ui_url"]
+    page = render(f"{ui}/artifacts/artifact/{markdown['id']}", tmp_path / "profile", "--dump-dom")
+    for text in (report["run_id"], "over the Lambda threshold", report["compute"]["instance_type"]):
+        assert text in page, f"{text!r} not on the training artifact's page"
+    page = render(f"{ui}/runs/flow-run/{flow_run_id}", tmp_path / "profile", "--dump-dom")
+    assert "train-model" in page and "Completed" in page
 
 
 def test_a_small_dataset_trains_on_lambda(sandbox, datasets) -> None:
@@ -251,15 +249,9 @@ def test_a_killed_trainer_is_lost_compute_and_the_job_is_relaunched(sandbox, dat
     assert [i["State"]["Name"] for i in instances_of(sandbox, report["run_id"])] == ["terminated"] * 2
 
 
-def freeze_after_first_heartbeat(sandbox, known: set[str]) -> tuple[str, int]:
-    instance_id, pid = new_trainer(sandbox, known)
-    job_id = job_id_of(sandbox, instance_id)
-    wait_for(lambda: metric_values(sandbox, job_id, "Heartbeat"), timeout=60, every=0.2)
-    os.kill(pid, signal.SIGSTOP)  # alive but silent: a hung machine
-    return instance_id, pid
-
-
-def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sandbox, datasets) -> None:
+def start_and_freeze(sandbox, datasets, *options: str) -> tuple[subprocess.Popen, str]:
+    """Start a slow EC2 job, and freeze its trainer once its first heartbeat is in CloudWatch: the
+    machine is alive but silent, as a hung one is."""
     known = set(sandbox.live_instances())
     process = start_training(
         sandbox,
@@ -271,9 +263,17 @@ def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sa
         "n_estimators=1500",
         "--compute",
         "ec2",
-        *FAST,
+        *options,
     )
-    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
+    instance_id, pid = new_trainer(sandbox, known)
+    job_id = job_id_of(sandbox, instance_id)
+    wait_for(lambda: metric_values(sandbox, job_id, "Heartbeat"), timeout=60, every=0.2)
+    os.kill(pid, signal.SIGSTOP)
+    return process, instance_id
+
+
+def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sandbox, datasets) -> None:
+    process, instance_id = start_and_freeze(sandbox, datasets, *FAST)
     frozen_at = time.monotonic()
     code, report, err = finish(process)
     assert code == 0, err
@@ -287,25 +287,9 @@ def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sa
 
 
 def test_a_job_past_its_deadline_is_terminated_and_fails_as_timed_out(sandbox, datasets) -> None:
-    known = set(sandbox.live_instances())
-    process = start_training(
-        sandbox,
-        "--dataset",
-        datasets["small"],
-        "--algorithm",
-        "random_forest",
-        "--param",
-        "n_estimators=1500",
-        "--compute",
-        "ec2",
-        "--max-runtime",
-        "0.25",
-        "--heartbeat",
-        "1",
-        "--heartbeat-timeout",
-        "600",
+    process, instance_id = start_and_freeze(
+        sandbox, datasets, "--max-runtime", "0.25", "--heartbeat", "1", "--heartbeat-timeout", "600"
     )
-    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
     code, _, err = finish(process)
     assert code == 1
     assert "training failed (timeout)" in err and "raise max_runtime_minutes" in err
@@ -313,20 +297,7 @@ def test_a_job_past_its_deadline_is_terminated_and_fails_as_timed_out(sandbox, d
 
 
 def test_the_reaper_terminates_the_instances_of_a_killed_flow(sandbox, datasets) -> None:
-    known = set(sandbox.live_instances())
-    process = start_training(
-        sandbox,
-        "--dataset",
-        datasets["small"],
-        "--algorithm",
-        "random_forest",
-        "--param",
-        "n_estimators=1500",
-        "--compute",
-        "ec2",
-        *FAST,
-    )
-    instance_id, _ = freeze_after_first_heartbeat(sandbox, known)
+    process, instance_id = start_and_freeze(sandbox, datasets, *FAST)
     process.kill()  # kill -9 of the flow process while it monitors: no hook can run
     process.wait()
     assert instance_id in sandbox.live_instances()
@@ -415,3 +386,15 @@ def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_withou
     assert job_ids == sorted(job["job_id"] for job in report["jobs"])  # exactly one instance per job
     assert proxy.injected[("ec2", "throttle")] and proxy.injected[("monitoring", "throttle")]
     assert proxy.injected[("ec2", "lost")]
+
+
+def test_no_capacity_at_launch_is_relaunched_at_the_next_tick(throttled_sandbox, tmp_path) -> None:
+    sandbox, proxy = throttled_sandbox
+    name = ingest(sandbox, tmp_path, toy.load_iris(as_frame=True).frame, "iris")
+    proxy.script("ec2:RunInstances", "capacity")
+    result = train(sandbox, "--dataset", name, "--algorithm", "knn", "--compute", "ec2", *FAST)
+    assert result.returncode == 0, result.stderr
+    [job] = json.loads(result.stdout)["jobs"]
+    assert [attempt["kind"] for attempt in job["attempts"]] == ["capacity", ""]
+    assert "InsufficientInstanceCapacity" in job["attempts"][0]["message"]
+    assert job["job_id"].endswith("-a2") and job["state"] == "succeeded"

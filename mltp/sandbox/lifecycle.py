@@ -167,8 +167,10 @@ class Sandbox:
             )
         )
         notes = ["the sandbox was already running"] if current.running else []
-        if "moto" not in healthy:  # the fleet's instances and functions live in moto: restart it with moto
+        if "moto" not in healthy and "fleet" in healthy:  # its instances and functions lived in that moto
             healthy.discard("fleet")
+            self.fleet.stop()
+            notes.append("restarted the fleet with the new moto server")
         to_start = [process for process in self.services if process.name not in healthy]
         notes += self._clear(to_start)
         for process in to_start:
