@@ -39,6 +39,13 @@ def throttling_response(service: str) -> tuple[int, dict[str, str], bytes]:
     return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};Sender"}, body
 
 
+def _action(target: str, body: bytes) -> str:
+    """The API action: from X-Amz-Target for JSON protocols, else from a query protocol's form body."""
+    if target:
+        return target.rsplit(".", 1)[-1]
+    return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+
+
 def canned_response(fault: str, service: str) -> tuple[int, dict[str, str], bytes]:
     if fault == "throttle":
         return throttling_response(service)
@@ -74,11 +81,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 match = _SCOPE.search(self.headers.get("Authorization", ""))
                 service = match.group(1) if match else "unknown"
-                action = (
-                    parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
-                    if service == "ec2"
-                    else ""
-                )
+                action = _action(self.headers.get("X-Amz-Target", ""), body)
                 fault = proxy._draw(service, action)
                 if fault in ("throttle", "error", "capacity"):
                     self._reply(*canned_response(fault, service))

@@ -366,6 +366,9 @@ def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_withou
 ) -> None:
     sandbox, proxy = throttled_sandbox
     name = ingest(sandbox, tmp_path, toy.load_wine(as_frame=True).frame, "wine")
+    # on top of the random faults, some that must happen: a lost RunInstances answer, throttled polls
+    proxy.script("ec2:RunInstances", "lost")
+    proxy.script("monitoring:GetMetricData", "throttle", "throttle")
     result = train(
         sandbox,
         "--dataset",

@@ -39,9 +39,10 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 import httpx
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mltp.aws import botocore_config, error_code
+from mltp.aws import error_code
 from mltp.compute.user_data import parse_user_data
 from mltp.datasets import split_s3_uri
 
@@ -93,7 +94,10 @@ class Fleet:
             region_name=self.base_env["AWS_DEFAULT_REGION"],
             aws_access_key_id=self.base_env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.base_env["AWS_SECRET_ACCESS_KEY"],
-            config=botocore_config(),
+            # moto is next door: when it does not answer it is down, and the fleet must stay stoppable
+            config=Config(
+                connect_timeout=2, read_timeout=60, retries={"total_max_attempts": 2, "mode": "standard"}
+            ),
         )
 
     # -- EC2 -------------------------------------------------------------------------------------
