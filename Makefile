@@ -20,8 +20,10 @@ demo: install
 	$(BIN)/mltp doctor
 	@echo "The sandbox keeps running: open the Prefect UI above. Stop it with: make down"
 
+# Test files are spread over two workers (each with its own sandbox): most tests wait on servers.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

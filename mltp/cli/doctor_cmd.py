@@ -94,7 +94,8 @@ class _Checkup:
         return self.blocks.credentials.get_client(service)
 
     def credentials(self) -> str:
-        identity = caller_identity(self.clients)
+        # One attempt: a diagnosis should answer at once, not retry an unreachable endpoint for a minute.
+        identity = caller_identity(self.blocks.single_attempt_client)
         self.account = identity["account"]
         return f"account {identity['account']} as {identity['arn']}"
 
