@@ -158,6 +158,11 @@ def train_model(
         raise TrainingFailed(
             f"training failed ({failed.kind}): {failed.spec.job_id}: {failed.message}", failed.kind
         )
+    for shard in shards:
+        if shard.outcome == "failed":  # the other shards' candidates still compete
+            logger.warning(
+                "best of the rest: %s failed (%s): %s", shard.spec.job_id, shard.kind, shard.message
+            )
     logger.info(
         "best: %s %s from %s in %.0f s",
         best.status["metrics"],
