@@ -1,0 +1,43 @@
+"""Quality gates: `accuracy>=0.9`, `rmse<12.5`: a model is registered only when its metric passes."""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+from mltp.errors import ConfigError
+
+_GATE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<|==)\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\s*$")
+_OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    metric: str
+    comparison: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> QualityGate:
+        match = _GATE.match(text)
+        if not match:
+            raise ConfigError(
+                f"quality gate {text!r} is not METRIC OP NUMBER: write e.g. accuracy>=0.9 or rmse<12.5",
+                setting="min_metric",
+            )
+        metric, comparison, threshold = match.groups()
+        return cls(metric, comparison, float(threshold))
+
+    def check_metric(self, known: list[str]) -> None:
+        if self.metric not in known:
+            raise ConfigError(
+                f"quality gate {self}: {self.metric} is not measured for this task: use {', '.join(known)}",
+                setting="min_metric",
+            )
+
+    def passes(self, metrics: dict[str, float]) -> bool:
+        return _OPERATORS[self.comparison](metrics[self.metric], self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.comparison}{self.threshold:g}"

@@ -1,0 +1,39 @@
+"""Quality gates: parsing, refusing bad syntax, and deciding."""
+
+from __future__ import annotations
+
+import pytest
+
+from mltp.errors import ConfigError
+from mltp.gates import QualityGate
+
+
+@pytest.mark.parametrize(
+    ("text", "metrics", "passes"),
+    [
+        ("accuracy>=0.9", {"accuracy": 0.9}, True),
+        ("accuracy > 0.9", {"accuracy": 0.9}, False),
+        ("rmse<12.5", {"rmse": 3.0}, True),
+        ("rmse <= 1e-3", {"rmse": 0.01}, False),
+        ("r2==1", {"r2": 1.0}, True),
+        (" f1_macro >= -0.5 ", {"f1_macro": 0.0}, True),
+    ],
+)
+def test_gates_decide(text, metrics, passes) -> None:
+    assert QualityGate.parse(text).passes(metrics) is passes
+
+
+@pytest.mark.parametrize(
+    "text", ["accuracy", "accuracy=>0.9", ">=0.9", "accuracy>=high", "accuracy>=0.9 or 1", ""]
+)
+def test_bad_syntax_is_a_one_line_error(text) -> None:
+    with pytest.raises(ConfigError, match="is not METRIC OP NUMBER: write"):
+        QualityGate.parse(text)
+
+
+def test_a_metric_the_task_does_not_measure_is_refused() -> None:
+    gate = QualityGate.parse("rmse<3")
+    gate.check_metric(["rmse", "r2"])
+    with pytest.raises(ConfigError, match="rmse is not measured for this task: use accuracy"):
+        gate.check_metric(["accuracy", "roc_auc"])
+    assert str(gate) == "rmse<3"
