@@ -1,0 +1,533 @@
+"""The model registry: numbered versions, aliases, approvals, an audit log, and loading that trusts nothing.
+
+Layout in the models bucket (a contract other parts rely on):
+
+    models/<name>/versions/<n>/claim.json     the number, taken with If-None-Match: whoever creates it owns n
+    models/<name>/versions/<n>/model.skops    a server-side copy of the trained model, SSE-encrypted
+    models/<name>/versions/<n>/approval.json  PendingManualApproval | Approved | Rejected (compare-and-swap)
+    models/<name>/versions/<n>/version.json   written last, once: sha256, metrics, signature, lineage
+    models/<name>/aliases.json                {"aliases": {alias: n}}, moved with If-Match on its ETag
+    models/<name>/audit/<time>-<uuid>.json    one object per event, created only if absent: append-only
+
+A version exists when its `version.json` does: registration claims the number, copies and verifies the
+model, and writes that document last, so a registration that fails in between (a refused copy, a crash)
+leaves a claim without a document. Such a number is never reused (the next registration counts past
+it), never listed, and `get_version` names it as incomplete; a refused copy removes its own model file.
+
+Loading reads the bytes, checks their sha256 against the version's, then checks that every type named in
+the skops file is in `TRUSTED_TYPES` before skops builds anything. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import random
+import re
+import socket
+import time
+import uuid
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import skops.io as sio
+from botocore.exceptions import ClientError
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from mltp.aws import error_code
+from mltp.errors import MltpError
+from mltp.s3_json import SSE, lost_race, put_json, read_json
+
+APPROVAL_STATES = ("PendingManualApproval", "Approved", "Rejected")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_CLAIM_ATTEMPTS = 64
+_CAS_ATTEMPTS = 30
+
+# Every type a model from `mltp.trainer` contains, for every algorithm and task in
+# `mltp/trainer/algorithms.py` with our preprocessing (numbers, categories, frequent-only text, dates):
+# the union of the types named in the skops schema of each such model (on mixed, toy and wide data,
+# default and common hyperparameters, kNN with every tree and the euclidean, manhattan, chebyshev and
+# minkowski metrics). A file naming anything else is refused, even a type skops would trust by default.
+TRUSTED_TYPES: list[str] = [
+    "builtins.dict",
+    "builtins.list",
+    "builtins.slice",
+    "builtins.str",
+    "builtins.tuple",
+    "mltp.trainer.features.DateFeatures",
+    "numpy.dtype",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.ndarray",
+    "numpy.random._generator.Generator",
+    "numpy.uint64",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.svm._classes.LinearSVC",
+    "sklearn.svm._classes.LinearSVR",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._tree.Tree",
+]
+
+
+class RegistryError(MltpError):
+    """An unknown model, version or alias, a bad name or status: input the user can fix."""
+
+    exit_code = 2
+
+
+class AliasRaceError(RegistryError):
+    """The alias no longer points where the caller expected: someone else moved it."""
+
+
+class TamperedModelError(MltpError):
+    """The model file is not the one registered (sha256), or names a type we do not trust."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    created_at: str
+    model_uri: str
+    sha256: str
+    metrics: dict
+    primary_metric: str
+    signature: dict
+    lineage: dict
+    approval: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _slug(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _SLUG.match(value):
+        raise RegistryError(
+            f"invalid {what} {value!r}: use 1-63 lowercase letters, digits and hyphens, starting with a "
+            "letter or digit"
+        )
+    return value
+
+
+def validate_model_name(name: str) -> str:
+    return _slug(name, "model name")
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`name`, `name:3` or `name@champion` -> (name, version, alias)."""
+    name, at, alias = ref.partition("@")
+    name, colon, version = name.partition(":")
+    if at and colon:
+        raise RegistryError(f"{ref!r}: give NAME:VERSION or NAME@ALIAS, not both")
+    if colon and not (version.isdigit() and int(version) > 0):
+        raise RegistryError(f"{ref!r}: the version after ':' must be a positive whole number")
+    return validate_model_name(name), int(version) if colon else None, _slug(alias, "alias") if at else None
+
+
+def cli_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _prefix(name: str) -> str:
+    return f"models/{validate_model_name(name)}/"
+
+
+def _version_key(name: str, version: int, leaf: str) -> str:
+    return f"{_prefix(name)}versions/{version}/{leaf}"
+
+
+def _listing(s3, bucket: str, name: str) -> tuple[set[int], set[int]]:
+    """(claimed numbers, complete numbers) from one listing of the model's versions."""
+    claimed, complete = set(), set()
+    prefix = f"{_prefix(name)}versions/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            number, _, leaf = entry["Key"].removeprefix(prefix).partition("/")
+            if number.isdigit():
+                claimed.add(int(number))
+                if leaf == "version.json":
+                    complete.add(int(number))
+    return claimed, complete
+
+
+def _model_names(s3, bucket: str) -> list[str]:
+    names = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="models/", Delimiter="/"):
+        names += [entry["Prefix"].split("/")[1] for entry in page.get("CommonPrefixes", [])]
+    return sorted(names)
+
+
+def _unknown_model(s3, bucket: str, name: str) -> RegistryError:
+    known = _model_names(s3, bucket)
+    return RegistryError(
+        f"no model named {name!r} in s3://{bucket}: "
+        + (f"known models: {', '.join(known)}" if known else "none is registered yet")
+    )
+
+
+def _append_audit(s3, bucket: str, name: str, event: dict[str, Any]) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    put_json(s3, bucket, f"{_prefix(name)}audit/{stamp}-{uuid.uuid4().hex}.json", event, create=True)
+
+
+def audit_log(s3, bucket: str, name: str) -> list[dict]:
+    """Every alias move and approval change of the model, oldest first."""
+    prefix = f"{_prefix(name)}audit/"
+    keys = [
+        entry["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for entry in page.get("Contents", [])
+    ]
+    return [read_json(s3, bucket, key)[0] for key in sorted(keys)]
+
+
+def _event(action: str, actor: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+    return {"at": _now(), "actor": actor, "action": action, **fields, "reason": reason}
+
+
+def _types_in(data: bytes) -> list[str]:
+    """Every type the skops file names, without building any object; refuses what is not skops."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        untrusted = sio.get_untrusted_types(data=data)
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise TamperedModelError(f"not a skops file ({error}): refusing to load it") from error
+    found: set[str] = set(untrusted)
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return sorted(found)
+
+
+def check_trusted(data: bytes, label: str) -> None:
+    """Refuse a file that is not skops or that names a type outside `TRUSTED_TYPES`."""
+    outside = [name for name in _types_in(data) if name not in TRUSTED_TYPES]
+    if outside:
+        raise TamperedModelError(
+            f"{label} contains the untrusted type {outside[0]!r}"
+            + (f" and {len(outside) - 1} more" if len(outside) > 1 else "")
+            + ": refusing to load it"
+        )
+
+
+def register_version(
+    s3,
+    bucket: str,
+    name: str,
+    *,
+    model_uri: str,
+    sha256: str,
+    metrics: dict,
+    primary_metric: str,
+    signature: dict,
+    lineage: dict,
+    actor: str,
+) -> ModelVersion:
+    """Copy the trained model into the next free version number of `name` and record it."""
+    validate_model_name(name)
+    if not model_uri.startswith("s3://") or "/" not in model_uri.removeprefix("s3://"):
+        raise RegistryError(f"model_uri {model_uri!r} is not an s3://bucket/key URI")
+    source_bucket, source_key = model_uri.removeprefix("s3://").split("/", 1)
+    version = _claim_number(s3, bucket, name, actor, sha256)
+    model_key = _version_key(name, version, "model.skops")
+    try:
+        s3.copy_object(
+            CopySource={"Bucket": source_bucket, "Key": source_key}, Bucket=bucket, Key=model_key, **SSE
+        )
+        data = s3.get_object(Bucket=bucket, Key=model_key)["Body"].read()
+        found = hashlib.sha256(data).hexdigest()
+        if found != sha256:
+            raise TamperedModelError(
+                f"{model_uri} has sha256 {found}, not the {sha256} it was registered with: refusing it"
+            )
+        check_trusted(data, model_uri)
+    except BaseException:
+        s3.delete_object(Bucket=bucket, Key=model_key)
+        raise
+    created_at = _now()
+    put_json(
+        s3,
+        bucket,
+        _version_key(name, version, "approval.json"),
+        {"status": APPROVAL_STATES[0], "at": created_at, "actor": actor, "reason": "registered"},
+        create=True,
+    )
+    registered = ModelVersion(
+        name=name,
+        version=version,
+        created_at=created_at,
+        model_uri=f"s3://{bucket}/{model_key}",
+        sha256=sha256,
+        metrics=metrics,
+        primary_metric=primary_metric,
+        signature=signature,
+        lineage=lineage,
+        approval=APPROVAL_STATES[0],
+    )
+    document = registered.as_dict()
+    del document["approval"]  # it changes: approval.json holds it
+    put_json(s3, bucket, _version_key(name, version, "version.json"), document, create=True)
+    _append_audit(
+        s3,
+        bucket,
+        name,
+        _event("registered", actor, f"from {model_uri}", version=version, **{"from": None, "to": version}),
+    )
+    return registered
+
+
+def _claim_number(s3, bucket: str, name: str, actor: str, sha256: str) -> int:
+    """The next free version number, claimed with If-None-Match: of concurrent claimers exactly one wins
+    each number; a loser tries the next one."""
+    claimed, _ = _listing(s3, bucket, name)
+    number = max(claimed, default=0) + 1
+    for _ in range(_CLAIM_ATTEMPTS):
+        claim = {"version": number, "claimed_at": _now(), "actor": actor, "sha256": sha256}
+        try:
+            put_json(s3, bucket, _version_key(name, number, "claim.json"), claim, create=True)
+            return number
+        except ClientError as error:
+            if not lost_race(error):
+                raise
+            number += 1
+    raise RegistryError(
+        f"could not claim a version number for {name!r} after {_CLAIM_ATTEMPTS} attempts: "
+        "too many concurrent registrations, try again"
+    )
+
+
+def _read_version(s3, bucket: str, name: str, version: int) -> ModelVersion:
+    document, _ = read_json(s3, bucket, _version_key(name, version, "version.json"))
+    if document is None:
+        claimed, complete = _listing(s3, bucket, name)
+        if not claimed:
+            raise _unknown_model(s3, bucket, name)
+        if version in claimed:
+            raise RegistryError(
+                f"version {version} of {name!r} is incomplete: its registration did not finish; "
+                f"complete versions: {_numbers(complete)}"
+            )
+        raise RegistryError(f"model {name!r} has no version {version}: versions are {_numbers(complete)}")
+    approval, _ = read_json(s3, bucket, _version_key(name, version, "approval.json"))
+    return ModelVersion(**document, approval=approval["status"])
+
+
+def _numbers(versions: set[int]) -> str:
+    return ", ".join(map(str, sorted(versions))) or "none"
+
+
+def get_version(
+    s3, bucket: str, name: str, version: int | None = None, alias: str | None = None
+) -> ModelVersion:
+    """A version by number, by alias, or (neither) the latest complete one."""
+    validate_model_name(name)
+    if version is not None and alias is not None:
+        raise RegistryError("give a version or an alias, not both")
+    if alias is not None:
+        known = aliases(s3, bucket, name)
+        if _slug(alias, "alias") not in known:
+            if not _listing(s3, bucket, name)[0]:
+                raise _unknown_model(s3, bucket, name)
+            shown = ", ".join(f"{a}={v}" for a, v in sorted(known.items())) or "none"
+            raise RegistryError(f"model {name!r} has no alias {alias!r}: its aliases are {shown}")
+        version = known[alias]
+    if version is None:
+        complete = _listing(s3, bucket, name)[1]
+        if not complete:
+            raise _unknown_model(s3, bucket, name)
+        version = max(complete)
+    return _read_version(s3, bucket, name, version)
+
+
+def list_versions(s3, bucket: str, name: str) -> list[ModelVersion]:
+    complete = _listing(s3, bucket, name)[1]
+    if not complete:
+        raise _unknown_model(s3, bucket, name)
+    return [_read_version(s3, bucket, name, number) for number in sorted(complete)]
+
+
+def list_models(s3, bucket: str) -> list[dict]:
+    models = []
+    for name in _model_names(s3, bucket):
+        if not _SLUG.match(name):
+            continue  # not written by us: nothing to report
+        complete = _listing(s3, bucket, name)[1]
+        if complete:
+            models.append(
+                {
+                    "name": name,
+                    "latest_version": max(complete),
+                    "versions": len(complete),
+                    "aliases": aliases(s3, bucket, name),
+                }
+            )
+    return models
+
+
+def aliases(s3, bucket: str, name: str) -> dict[str, int]:
+    document, _ = read_json(s3, bucket, f"{_prefix(name)}aliases.json")
+    return dict(sorted((document or {}).get("aliases", {}).items()))
+
+
+def set_alias(
+    s3,
+    bucket: str,
+    name: str,
+    alias: str,
+    version: int,
+    *,
+    actor: str,
+    reason: str,
+    expected_version: int | None = None,
+    require_expected: bool = False,
+) -> int | None:
+    """Point `alias` at `version` with compare-and-swap; returns where it pointed before.
+
+    With `expected_version` (or `require_expected`, where None means "the alias must not exist yet") the
+    move happens only while the alias still points there, else `AliasRaceError`. Without it, a write that
+    lost to a concurrent change re-reads and re-applies.
+    """
+    _slug(alias, "alias")
+    _read_version(s3, bucket, name, version)  # exists and is complete
+    pinned = require_expected or expected_version is not None
+    key = f"{_prefix(name)}aliases.json"
+    for attempt in range(_CAS_ATTEMPTS):
+        document, etag = read_json(s3, bucket, key)
+        current = (document or {}).get("aliases", {})
+        previous = current.get(alias)
+        if pinned and previous != expected_version:
+            raise AliasRaceError(
+                f"alias {alias!r} of {name!r} points at {_describe(previous)}, not the expected "
+                f"{_describe(expected_version)}: someone moved it; see `mltp models show {name}` and retry"
+            )
+        if previous == version:
+            return previous
+        try:
+            put_json(
+                s3, bucket, key, {"aliases": {**current, alias: version}}, etag=etag, create=etag is None
+            )
+        except ClientError as error:
+            if not lost_race(error):
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+            continue
+        _append_audit(
+            s3, bucket, name, _event("alias", actor, reason, alias=alias, **{"from": previous, "to": version})
+        )
+        return previous
+    raise RegistryError(
+        f"could not move alias {alias!r} of {name!r} after {_CAS_ATTEMPTS} attempts: "
+        "too many concurrent changes, try again"
+    )
+
+
+def _describe(version: int | None) -> str:
+    return "nothing" if version is None else f"version {version}"
+
+
+def set_approval(s3, bucket: str, name: str, version: int, status: str, *, actor: str, reason: str) -> str:
+    """Change a version's approval status with compare-and-swap; returns the previous status."""
+    if status not in APPROVAL_STATES:
+        raise RegistryError(f"approval status {status!r}: use one of {', '.join(APPROVAL_STATES)}")
+    _read_version(s3, bucket, name, version)
+    key = _version_key(name, version, "approval.json")
+    for attempt in range(_CAS_ATTEMPTS):
+        document, etag = read_json(s3, bucket, key)
+        previous = document["status"]
+        if previous == status:
+            return previous
+        try:
+            put_json(
+                s3, bucket, key, {"status": status, "at": _now(), "actor": actor, "reason": reason}, etag=etag
+            )
+        except ClientError as error:
+            if not lost_race(error):
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+            continue
+        _append_audit(
+            s3,
+            bucket,
+            name,
+            _event("approval", actor, reason, version=version, **{"from": previous, "to": status}),
+        )
+        return previous
+    raise RegistryError(f"could not change the approval of {name}:{version}: too many concurrent changes")
+
+
+def load_model(
+    s3, bucket: str, name: str, version: int | None = None, alias: str | None = None
+) -> tuple[Any, ModelVersion]:
+    """The fitted model, after checking its sha256 and that it names only trusted types."""
+    found = get_version(s3, bucket, name, version, alias)
+    label = f"{found.name}:{found.version}"
+    try:
+        data = s3.get_object(Bucket=bucket, Key=_version_key(name, found.version, "model.skops"))["Body"]
+        data = data.read()
+    except ClientError as error:
+        if error_code(error) != "NoSuchKey":
+            raise
+        raise TamperedModelError(f"the model file of {label} is missing from {found.model_uri}") from error
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != found.sha256:
+        raise TamperedModelError(
+            f"the model file of {label} has sha256 {actual}, not the registered {found.sha256}: "
+            "it was changed or replaced; refusing to load it"
+        )
+    check_trusted(data, f"the model file of {label}")
+    try:
+        return sio.loads(data, trusted=TRUSTED_TYPES), found
+    except UntrustedTypesFoundException as error:
+        raise TamperedModelError(f"the model file of {label} has untrusted types: {error}") from error
