@@ -8,7 +8,17 @@ import sys
 import typer
 
 from mltp import __version__
-from mltp.cli import blocks_cmd, datasets_cmd, doctor_cmd, lambda_cmd, reap_cmd, sandbox_cmd, train_cmd
+from mltp.cli import (
+    blocks_cmd,
+    datasets_cmd,
+    doctor_cmd,
+    lambda_cmd,
+    models_cmd,
+    predict_cmd,
+    reap_cmd,
+    sandbox_cmd,
+    train_cmd,
+)
 from mltp.errors import MltpError
 
 app = typer.Typer(
@@ -22,10 +32,12 @@ app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(blocks_cmd.app, name="blocks")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.add_typer(lambda_cmd.app, name="lambda")
+app.add_typer(models_cmd.app, name="models")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("plan")(train_cmd.plan)
 app.command("train")(train_cmd.train)
 app.command("reap")(reap_cmd.reap)
+app.command("predict")(predict_cmd.predict)
 
 
 def _version(value: bool) -> None:
