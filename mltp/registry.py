@@ -3,16 +3,17 @@
 Layout in the models bucket (a contract other parts rely on):
 
     models/<name>/versions/<n>/claim.json     the number, taken with If-None-Match: whoever creates it owns n
-    models/<name>/versions/<n>/model.skops    a server-side copy of the trained model, SSE-encrypted
+    models/<name>/versions/<n>/model.skops    the trained model's verified bytes, SSE-encrypted
     models/<name>/versions/<n>/approval.json  PendingManualApproval | Approved | Rejected (compare-and-swap)
     models/<name>/versions/<n>/version.json   written last, once: sha256, metrics, signature, lineage
     models/<name>/aliases.json                {"aliases": {alias: n}}, moved with If-Match on its ETag
     models/<name>/audit/<time>-<uuid>.json    one object per event, created only if absent: append-only
 
-A version exists when its `version.json` does: registration claims the number, copies and verifies the
-model, and writes that document last, so a registration that fails in between (a refused copy, a crash)
-leaves a claim without a document. Such a number is never reused (the next registration counts past
-it), never listed, and `get_version` names it as incomplete; a refused copy removes its own model file.
+A version exists when its `version.json` does: registration first reads the trained model and checks its
+sha256 and types (a refused file claims no number), then claims the number, stores those same bytes and
+writes that document last, so a registration that fails in between (a failed upload, a crash) leaves a
+claim without a document. Such a number is never reused (the next registration counts past it), never
+listed, and `get_version` names it as incomplete; a failed upload removes its own model file.
 
 Loading reads the bytes, checks their sha256 against the version's, then checks that every type named in
 the skops file is in `TRUSTED_TYPES` before skops builds anything. Nothing is ever unpickled.
@@ -275,24 +276,24 @@ def register_version(
     lineage: dict,
     actor: str,
 ) -> ModelVersion:
-    """Copy the trained model into the next free version number of `name` and record it."""
+    """Store the trained model, once verified, as the next free version number of `name` and record it."""
     validate_model_name(name)
     if not model_uri.startswith("s3://") or "/" not in model_uri.removeprefix("s3://"):
         raise RegistryError(f"model_uri {model_uri!r} is not an s3://bucket/key URI")
     source_bucket, source_key = model_uri.removeprefix("s3://").split("/", 1)
+    # Checked before a number is claimed, and the very bytes checked are the ones stored: a tampered or
+    # foreign file never becomes a version (a server-side copy would store bytes nobody looked at).
+    data = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"].read()
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        raise TamperedModelError(
+            f"{model_uri} has sha256 {found}, not the {sha256} it was registered with: refusing it"
+        )
+    check_trusted(data, model_uri)
     version = _claim_number(s3, bucket, name, actor, sha256)
     model_key = _version_key(name, version, "model.skops")
     try:
-        s3.copy_object(
-            CopySource={"Bucket": source_bucket, "Key": source_key}, Bucket=bucket, Key=model_key, **SSE
-        )
-        data = s3.get_object(Bucket=bucket, Key=model_key)["Body"].read()
-        found = hashlib.sha256(data).hexdigest()
-        if found != sha256:
-            raise TamperedModelError(
-                f"{model_uri} has sha256 {found}, not the {sha256} it was registered with: refusing it"
-            )
-        check_trusted(data, model_uri)
+        s3.put_object(Bucket=bucket, Key=model_key, Body=data, **SSE)
     except BaseException:
         s3.delete_object(Bucket=bucket, Key=model_key)
         raise

@@ -12,6 +12,7 @@ import boto3
 import numpy as np
 import pytest
 import skops.io as sio
+from botocore.exceptions import ClientError
 from sklearn import datasets as toy
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -134,17 +135,29 @@ def test_twenty_concurrent_registrations_get_twenty_distinct_versions() -> None:
         server.stop()
 
 
-def test_a_registration_that_fails_after_the_claim_leaves_no_version(s3, small) -> None:
+def test_a_refused_model_takes_no_number_and_a_failed_store_leaves_no_version(s3, small, monkeypatch) -> None:
     register(s3, "half", *small)
     with pytest.raises(TamperedModelError, match=r"not the 0+ it was registered with"):
         register(s3, "half", small[0], "0" * 64)
-    keys = {e["Key"] for e in s3.list_objects_v2(Bucket=MODELS, Prefix="models/half/versions/2/")["Contents"]}
-    assert keys == {"models/half/versions/2/claim.json"}
-    with pytest.raises(RegistryError, match=r"version 2 of 'half' is incomplete.*complete versions: 1"):
-        registry.get_version(s3, MODELS, "half", 2)
-    assert registry.get_version(s3, MODELS, "half").version == 1
-    assert register(s3, "half", *small).version == 3
-    assert [v.version for v in registry.list_versions(s3, MODELS, "half")] == [1, 3]
+    assert register(s3, "half", *small).version == 2  # the refusal claimed nothing
+    real_put = s3.put_object
+
+    def failing_model_upload(**request):
+        if request["Key"].endswith("model.skops"):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "PutObject")
+        return real_put(**request)
+
+    monkeypatch.setattr(s3, "put_object", failing_model_upload)
+    with pytest.raises(ClientError):
+        register(s3, "half", *small)
+    monkeypatch.undo()
+    keys = {e["Key"] for e in s3.list_objects_v2(Bucket=MODELS, Prefix="models/half/versions/3/")["Contents"]}
+    assert keys == {"models/half/versions/3/claim.json"}
+    with pytest.raises(RegistryError, match=r"version 3 of 'half' is incomplete.*complete versions: 1, 2"):
+        registry.get_version(s3, MODELS, "half", 3)
+    assert registry.get_version(s3, MODELS, "half").version == 2
+    assert register(s3, "half", *small).version == 4
+    assert [v.version for v in registry.list_versions(s3, MODELS, "half")] == [1, 2, 4]
 
 
 def test_alias_moves_are_compare_and_swap(s3, small) -> None:
