@@ -16,16 +16,20 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import get_run_context
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import Field
 
 from blocks.platform import PlatformBlocks, load_blocks
 from mltp.compute.base import CapacityError, JobLaunch
 from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import MltpError
+from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds
+from mltp.registry import AliasRaceError, validate_model_name
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd
 from mltp.trainer.algorithms import ALGORITHMS
+from tasks.registry import announce, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
     make_backend,
@@ -114,10 +118,21 @@ def train_model(
     monitoring: Annotated[MonitorSettings, Field(description="Polling, heartbeat and relaunch settings")] = (
         MonitorSettings()
     ),
+    register_best: Annotated[
+        bool, Field(description="Register the best model when training succeeds")
+    ] = True,
+    min_metric: Annotated[
+        str | None, Field(description="Quality gate for registering, e.g. accuracy>=0.9 or rmse<12.5")
+    ] = None,
+    promote: Annotated[
+        bool, Field(description="Move the champion alias to the new version when it beats the champion")
+    ] = False,
 ) -> dict[str, Any]:
     started = time.monotonic()
     logger = get_run_logger()
     flow_run = get_run_context().flow_run
+    name = validate_model_name(model_name or dataset.replace("_", "-"))
+    gate = QualityGate.parse(min_metric) if min_metric else None
     blocks = load_blocks()
     candidates = expand_grid(hyperparameters, grid)
     prepared = prepare_training(
@@ -137,6 +152,8 @@ def train_model(
         seed=seed,
     )
     plan, shards = prepared.plan, prepared.shards
+    if gate:
+        gate.check_metric(shards[0].spec.metrics)  # before paying for compute
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None
     backend = make_backend(blocks, plan, code)
     watch = _Watch(blocks, backend, prepared, str(flow_run.id), monitoring)
@@ -147,12 +164,13 @@ def train_model(
         if live:
             terminate_compute(backend, live)
     best = best_shard(shards, shards[0].spec.primary_metric)
-    report = _report(
-        prepared, watch, best, model_name or prepared.manifest["name"], time.monotonic() - started
-    )
+    report = _report(prepared, watch, best, name, time.monotonic() - started)
     if best is not None:
         report["summary"] = read_summary(blocks, best)
     _publish_report(report)
+    report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
+    if best is not None and register_best:
+        report.update(_register(blocks, name, report, gate, promote, str(flow_run.id)))
     if best is None:
         failed = next(shard for shard in shards if shard.outcome == "failed")
         raise TrainingFailed(
@@ -325,6 +343,31 @@ class _Watch:
         )
 
 
+def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, flow_run_id: str) -> dict:
+    """Register the best model if it passes the gate; with `promote`, move the champion when it is better."""
+    logger = get_run_logger()
+    if gate and not gate.passes(report["metrics"]):
+        logger.warning("not registered: %s fails the quality gate %s", report["metrics"][gate.metric], gate)
+        return {"registered": False}
+    api = PREFECT_API_URL.value() or ""
+    url = f"{PREFECT_UI_URL.value() or api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
+    champion = current_champion(blocks, name)
+    version = register_model(blocks, name, report, flow_run_id, url)
+    promotion = None
+    if promote:
+        try:
+            promotion = promote_if_better(blocks, version, flow_run_id)
+        except AliasRaceError as error:  # someone moved the champion meanwhile: theirs stands
+            logger.warning("not promoted: %s", error)
+            promotion = {"promoted": False, "reason": str(error)}
+    announce(version, champion, promotion)
+    return {
+        "registered": True,
+        "version": version["version"],
+        "promoted": bool(promotion and promotion["promoted"]),
+    }
+
+
 def _report(
     prepared, watch: _Watch, best: Shard | None, model_name: str, duration_s: float
 ) -> dict[str, Any]:
@@ -353,6 +396,7 @@ def _report(
             else None
         ),
         "metrics": best.status["metrics"] if best else None,
+        "primary_metric": prepared.shards[0].spec.primary_metric,
         "duration_s": round(duration_s, 3),
         "cost_usd_estimate": plan.estimated_cost_usd,
         "cost_usd_observed": observed_cost_usd(plan.backend, plan.instance_type, plan.memory_mb, durations),

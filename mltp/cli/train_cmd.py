@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json as jsonlib
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
 
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
+from mltp.cli.runlog import echo_run_log
 from mltp.datasets import get_manifest, parse_reference
 from mltp.errors import ConfigError
 from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params
@@ -123,9 +121,14 @@ def train(
         max=3600,
         help="Seconds without a heartbeat after which compute is lost.",
     ),
+    min_metric: str | None = typer.Option(
+        None, "--min-metric", help="Register only if the metric passes, e.g. accuracy>=0.9 or rmse<12.5."
+    ),
+    promote: bool = typer.Option(False, "--promote", help="Make the new version champion if it is better."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the best model."),
     json: bool = JSON,
 ) -> None:
-    """Train on the planned (or chosen) compute through the `train-model` flow, and report the result."""
+    """Train through the `train-model` flow on the planned compute, register the best model, report."""
     _check_compute(compute)
     get_algorithm(algorithm)  # the flow's parameter check would say it less clearly
     name, version = parse_reference(dataset)
@@ -134,7 +137,7 @@ def train(
     with prefect_connection():
         from flows.train import train_model  # sets Prefect's logging up: echo handlers go on after
 
-        with _echo_run_log(enabled=not json):
+        with echo_run_log(enabled=not json):
             report = train_model(
                 dataset=name,
                 dataset_version=version,
@@ -150,12 +153,18 @@ def train(
                 folds=folds,
                 holdout=holdout,
                 seed=seed,
+                register_best=register,
+                min_metric=min_metric,
+                promote=promote,
                 monitoring=MonitorSettings(
                     max_relaunches=max_relaunches,
                     heartbeat_s=heartbeat,
                     heartbeat_timeout_s=heartbeat_timeout,
                 ),
             )
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)  # mltp.model.registered must leave before this process does
     if json:
         emit_json(report)
         return
@@ -163,37 +172,14 @@ def train(
     console.print(
         f"succeeded in {report['duration_s']:.0f} s: {jsonlib.dumps(best['metrics'])} with {best['params']}"
     )
-    console.print(f"model: {best['model_uri']}")
+    if report["registered"]:
+        promoted = " (now champion)" if report["promoted"] else ""
+        console.print(f"model: {report['model']} version {report['version']}{promoted}")
+    else:
+        gate = f" (quality gate {report['gate']} not passed)" if report["gate"] else ""
+        console.print(f"not registered{gate}: {best['model_uri']}")
 
 
 def _check_compute(compute: str) -> None:
     if compute not in COMPUTE_CHOICES:
         raise ConfigError(f"--compute {compute!r}: use {', '.join(COMPUTE_CHOICES)}")
-
-
-@contextmanager
-def _echo_run_log(enabled: bool) -> Iterator[None]:
-    """Print the flow's and tasks' log messages as plain lines while the flow runs in this process."""
-    if not enabled:
-        yield
-        return
-    handler = _LineHandler()
-    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-
-
-class _LineHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
-        ours = "/prefect/" not in record.pathname.replace("\\", "/")  # not the engine's own chatter
-        if message and (ours or message.startswith("View at")):
-            console.print(f"  {message}", markup=False, highlight=False)

@@ -1,0 +1,175 @@
+"""Registering a trained model: the version, the champion comparison, the event and the artifact."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from blocks.platform import PlatformBlocks
+from mltp import __version__, registry
+from mltp.s3_json import read_json
+from mltp.trainer.metrics import better
+
+REGISTERED_EVENT = "mltp.model.registered"
+CHAMPION = "champion"
+
+
+def code_version() -> str:
+    """The git commit of the source tree this runs from, else the package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}"
+
+
+# No task retries: a retried registration whose first answer was lost would allocate a second version.
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model(
+    blocks: PlatformBlocks, name: str, report: dict[str, Any], flow_run_id: str, flow_run_url: str
+) -> dict[str, Any]:
+    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    best = report["best"]
+    signature, _ = read_json(s3, *_bucket_key(best["model_uri"].rsplit("/", 1)[0] + "/signature.json"))
+    summary = report.get("summary") or {}
+    lineage = {
+        "dataset": report["dataset"],
+        "run_id": report["run_id"],
+        "job_id": best["job_id"],
+        "jobs": [job["job_id"] for job in report["jobs"]],
+        "params": best["params"],
+        "flow_run_id": flow_run_id,
+        "flow_run_url": flow_run_url,
+        "code_version": code_version(),
+        "versions": summary.get("versions", {}),
+        "compute": {
+            key: report["compute"][key] for key in ("backend", "instance_type", "instances", "reasons")
+        },
+        "duration_s": report["duration_s"],
+        "cost_usd_estimate": report["cost_usd_estimate"],
+        "cost_usd_observed": report["cost_usd_observed"],
+    }
+    version = registry.register_version(
+        s3,
+        bucket,
+        name,
+        model_uri=best["model_uri"],
+        sha256=best["model_sha256"],
+        metrics=best["metrics"],
+        primary_metric=report["primary_metric"],
+        signature=signature or {},
+        lineage=lineage,
+        actor=f"flow-run:{flow_run_id}",
+    )
+    get_run_logger().info("registered %s version %d", name, version.version)
+    return version.as_dict()
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+@task(name="promote-if-better", cache_policy=NO_CACHE)
+def promote_if_better(blocks: PlatformBlocks, version: dict[str, Any], flow_run_id: str) -> dict[str, Any]:
+    """Move `champion` to the new version when it beats the current one on the primary metric."""
+    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    name, metric = version["name"], version["primary_metric"]
+    champion = current_champion(blocks, name)
+    new_value = version["metrics"][metric]
+    if champion is not None and not better(metric, new_value, champion["metrics"].get(metric)):
+        held = champion["metrics"][metric]
+        reason = f"{metric} {new_value} does not beat champion v{champion['version']} ({held})"
+        get_run_logger().info("not promoted: %s", reason)
+        return {"promoted": False, "reason": reason, "champion": champion}
+    reason = (
+        f"{metric} {new_value} beats champion v{champion['version']} ({champion['metrics'][metric]})"
+        if champion
+        else "first champion"
+    )
+    registry.set_alias(
+        s3,
+        bucket,
+        name,
+        CHAMPION,
+        version["version"],
+        actor=f"flow-run:{flow_run_id}",
+        reason=reason,
+        expected_version=champion["version"] if champion else None,
+        require_expected=True,
+    )
+    get_run_logger().info("promoted %s v%d to %s: %s", name, version["version"], CHAMPION, reason)
+    return {"promoted": True, "reason": reason, "champion": champion}
+
+
+def current_champion(blocks: PlatformBlocks, name: str) -> dict[str, Any] | None:
+    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    if CHAMPION not in registry.aliases(s3, bucket, name):
+        return None
+    return registry.get_version(s3, bucket, name, alias=CHAMPION).as_dict()
+
+
+def announce(
+    version: dict[str, Any], champion: dict[str, Any] | None, promotion: dict[str, Any] | None
+) -> None:
+    """The `mltp.model.registered` event and the model's markdown artifact."""
+    name = version["name"]
+    emit_event(
+        REGISTERED_EVENT,
+        resource={"prefect.resource.id": f"mltp.model.{name}", "prefect.resource.name": name},
+        payload={
+            "name": name,
+            "version": version["version"],
+            "model_uri": version["model_uri"],
+            "primary_metric": version["primary_metric"],
+            "metrics": version["metrics"],
+            "dataset": version["lineage"]["dataset"],
+            "promoted": bool(promotion and promotion["promoted"]),
+        },
+    )
+    lineage = version["lineage"]
+    dataset = lineage["dataset"]
+    rows = [
+        f"| {metric} | {value} | {champion['metrics'].get(metric, '') if champion else ''} |"
+        for metric, value in version["metrics"].items()
+    ]
+    champion_header = f"champion v{champion['version']}" if champion else "champion (none yet)"
+    lines = [
+        f"# {name} version {version['version']}",
+        "",
+        f"Approval: {version['approval']}"
+        + (
+            f"; champion: {'moved here' if promotion['promoted'] else 'kept'} ({promotion['reason']})"
+            if promotion
+            else ""
+        ),
+        "",
+        f"| metric | v{version['version']} | {champion_header} |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "## Lineage",
+        "",
+        f"- dataset {dataset['name']}@{dataset['version']} (sha256 {dataset['sha256'][:12]}...)",
+        f"- job {lineage['job_id']} with {lineage['params']}, run {lineage['run_id']}",
+        f"- compute {lineage['compute']['backend']}: {'; '.join(lineage['compute']['reasons'])}",
+        f"- flow run [{lineage['flow_run_id']}]({lineage['flow_run_url']}), code {lineage['code_version']}",
+        f"- {lineage['duration_s']:.0f} s, estimated ${lineage['cost_usd_estimate']:.4f}",
+        f"- model `{version['model_uri']}` sha256 {version['sha256'][:12]}...",
+    ]
+    create_markdown_artifact(
+        "\n".join(lines), key=f"model-{name}", description=f"Model {name} v{version['version']}"
+    )
