@@ -16,8 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/mltp sandbox up
-	$(BIN)/mltp doctor
+	$(BIN)/mltp demo
 	@echo "The sandbox keeps running: open the Prefect UI above. Stop it with: make down"
 
 # Test files are spread over two workers (each with its own sandbox): most tests wait on servers.

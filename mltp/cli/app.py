@@ -11,6 +11,7 @@ from mltp import __version__
 from mltp.cli import (
     blocks_cmd,
     datasets_cmd,
+    demo_cmd,
     doctor_cmd,
     lambda_cmd,
     models_cmd,
@@ -33,6 +34,7 @@ app.add_typer(blocks_cmd.app, name="blocks")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.add_typer(lambda_cmd.app, name="lambda")
 app.add_typer(models_cmd.app, name="models")
+app.command("demo")(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("plan")(train_cmd.plan)
 app.command("train")(train_cmd.train)
