@@ -166,6 +166,7 @@ def _predict_with_champion(name: str, csv: Path) -> dict[str, Any]:
 
 
 def _print_summary(rows: list[dict[str, Any]], prediction: dict[str, Any], ui: str) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="mltp demo")
@@ -180,7 +181,8 @@ def _print_summary(rows: list[dict[str, Any]], prediction: dict[str, Any], ui: s
             f"{row['metric']} {row['value']:.3f}",
             f"{row['model']} v{row['version']}" + (" (champion)" if row["promoted"] else ""),
         )
-    console.print(table, width=max(console.width, 150))
+    # Piped or logged output gets room for the reasons instead of rich's 80-column default.
+    (console if console.is_terminal else Console(highlight=False, width=160)).print(table)
     console.print(
         f"{prediction['model']} on {prediction['rows']} rows: predicted {prediction['predicted']}, "
         f"actual {prediction['actual']}"
