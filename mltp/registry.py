@@ -455,14 +455,7 @@ def set_alias(
             )
         if previous == version:
             return previous
-        try:
-            put_json(
-                s3, bucket, key, {"aliases": {**current, alias: version}}, etag=etag, create=etag is None
-            )
-        except ClientError as error:
-            if not lost_race(error):
-                raise
-            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+        if not _swapped(s3, bucket, key, {"aliases": {**current, alias: version}}, etag, attempt):
             continue
         _append_audit(
             s3, bucket, name, _event("alias", actor, reason, alias=alias, **{"from": previous, "to": version})
@@ -472,6 +465,19 @@ def set_alias(
         f"could not move alias {alias!r} of {name!r} after {_CAS_ATTEMPTS} attempts: "
         "too many concurrent changes, try again"
     )
+
+
+def _swapped(s3, bucket: str, key: str, document: dict, etag: str | None, attempt: int) -> bool:
+    """Write `document` only if `key` is unchanged since it was read (absent when `etag` is None);
+    False, after a short random pause, when a concurrent writer got there first."""
+    try:
+        put_json(s3, bucket, key, document, etag=etag, create=etag is None)
+    except ClientError as error:
+        if not lost_race(error):
+            raise
+        time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+        return False
+    return True
 
 
 def _describe(version: int | None) -> str:
@@ -489,14 +495,8 @@ def set_approval(s3, bucket: str, name: str, version: int, status: str, *, actor
         previous = document["status"]
         if previous == status:
             return previous
-        try:
-            put_json(
-                s3, bucket, key, {"status": status, "at": _now(), "actor": actor, "reason": reason}, etag=etag
-            )
-        except ClientError as error:
-            if not lost_race(error):
-                raise
-            time.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+        changed = {"status": status, "at": _now(), "actor": actor, "reason": reason}
+        if not _swapped(s3, bucket, key, changed, etag, attempt):
             continue
         _append_audit(
             s3,
