@@ -40,6 +40,7 @@ from botocore.exceptions import ClientError
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from mltp.aws import error_code
+from mltp.datasets import split_s3_uri
 from mltp.errors import MltpError
 from mltp.s3_json import SSE, lost_race, put_json, read_json
 
@@ -278,9 +279,7 @@ def register_version(
 ) -> ModelVersion:
     """Store the trained model, once verified, as the next free version number of `name` and record it."""
     validate_model_name(name)
-    if not model_uri.startswith("s3://") or "/" not in model_uri.removeprefix("s3://"):
-        raise RegistryError(f"model_uri {model_uri!r} is not an s3://bucket/key URI")
-    source_bucket, source_key = model_uri.removeprefix("s3://").split("/", 1)
+    source_bucket, source_key = split_s3_uri(model_uri)
     # Checked before a number is claimed, and the very bytes checked are the ones stored: a tampered or
     # foreign file never becomes a version (a server-side copy would store bytes nobody looked at).
     data = s3.get_object(Bucket=source_bucket, Key=source_key)["Body"].read()

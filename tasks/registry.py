@@ -13,6 +13,7 @@ from prefect.events import emit_event
 
 from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
+from mltp.datasets import split_s3_uri
 from mltp.s3_json import read_json
 from mltp.trainer.metrics import better
 
@@ -43,7 +44,7 @@ def register_model(
 ) -> dict[str, Any]:
     s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
     best = report["best"]
-    signature, _ = read_json(s3, *_bucket_key(best["model_uri"].rsplit("/", 1)[0] + "/signature.json"))
+    signature, _ = read_json(s3, *split_s3_uri(best["model_uri"].rsplit("/", 1)[0] + "/signature.json"))
     summary = report.get("summary") or {}
     lineage = {
         "dataset": report["dataset"],
@@ -76,11 +77,6 @@ def register_model(
     )
     get_run_logger().info("registered %s version %d", name, version.version)
     return version.as_dict()
-
-
-def _bucket_key(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 @task(name="promote-if-better", cache_policy=NO_CACHE)

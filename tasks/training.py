@@ -23,6 +23,7 @@ from mltp.jobs import build_job_spec, new_job_id, write_job
 from mltp.monitor import LogCursor, Observation, poll
 from mltp.planning import LAMBDA_MAX_TIMEOUT_S, ComputePlan, Workload, plan_compute
 from mltp.runs import Shard, attempt_spec, split_candidates, write_run_record
+from mltp.trainer.spec import JobSpec
 from tasks.retries import AWS_RETRIES
 
 EC2_BOOT_MINUTES = 10  # the instance's own hard limit is the job's runtime plus booting and installing
@@ -35,6 +36,33 @@ class PreparedRun:
     shards: list[Shard]
     deadline: datetime
     manifest: dict[str, Any]
+
+
+def validate_and_plan(
+    blocks: PlatformBlocks,
+    dataset: str,
+    dataset_version: str | None,
+    algorithm: str,
+    candidates: list[dict[str, Any]],
+    compute: str,
+    **spec_options: Any,
+) -> tuple[dict[str, Any], JobSpec, ComputePlan]:
+    """The dataset's manifest, the validated job spec and the compute plan: what `mltp plan` shows and
+    what a training run starts from."""
+    manifest = get_manifest(
+        blocks.credentials.get_client, blocks.datasets.bucket_name, dataset, dataset_version
+    )
+    spec = build_job_spec(
+        manifest,
+        algorithm=algorithm,
+        candidates=candidates,
+        models_bucket=blocks.models.bucket_name,
+        **spec_options,
+    )
+    workload = Workload.of(
+        {**manifest, "target": spec.target}, algorithm, candidates, spec_options.get("folds")
+    )
+    return manifest, spec, plan_compute(workload, planner_settings(blocks), compute)
 
 
 @task(name="plan-training", cache_policy=NO_CACHE, **AWS_RETRIES)
@@ -52,20 +80,9 @@ def prepare_training(
 ) -> PreparedRun:
     """Validate everything that can be checked before paying for compute, then plan and shard."""
     logger = get_run_logger()
-    manifest = get_manifest(
-        blocks.credentials.get_client, blocks.datasets.bucket_name, dataset, dataset_version
+    manifest, base, plan = validate_and_plan(
+        blocks, dataset, dataset_version, algorithm, candidates, compute, **spec_options
     )
-    base = build_job_spec(
-        manifest,
-        algorithm=algorithm,
-        candidates=candidates,
-        models_bucket=blocks.models.bucket_name,
-        **spec_options,
-    )
-    workload = Workload.of(
-        {**manifest, "target": base.target}, algorithm, candidates, spec_options.get("folds")
-    )
-    plan = plan_compute(workload, planner_settings(blocks), compute)
     limit_minutes = _runtime_limit_minutes(plan, blocks)
     if max_runtime_minutes > limit_minutes:
         plan.reasons.append(

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
-from typing import Any
 
 import typer
 
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
 from mltp.cli.runlog import echo_run_log
-from mltp.datasets import get_manifest, parse_reference
+from mltp.datasets import parse_reference
 from mltp.errors import ConfigError
-from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params
+from mltp.jobs import expand_grid, parse_grid, parse_params
 from mltp.monitor import MonitorSettings
-from mltp.planning import ComputePlan, Workload, plan_compute
+from mltp.planning import ComputePlan
 from mltp.trainer.algorithms import get_algorithm
 
 DATASET = typer.Option(..., "--dataset", help="NAME or NAME@VERSION of an ingested dataset.")
@@ -28,30 +27,6 @@ FOLDS = typer.Option(None, "--folds", min=2, max=20, help="k-fold cross-validati
 JSON = typer.Option(False, "--json", help="Print JSON.")
 COMPUTE_CHOICES = ("auto", "lambda", "ec2", "local")
 COMPUTE = typer.Option("auto", "--compute", help="auto (the planner decides), lambda, ec2 or local.")
-
-
-def _prepare(
-    dataset, algorithm, target, task, params, grid, folds, **spec_options
-) -> tuple[Any, Any, Any, Any]:
-    from blocks.platform import load_blocks, planner_settings
-
-    name, version = parse_reference(dataset)
-    blocks = load_blocks()
-    clients = blocks.credentials.get_client
-    manifest = get_manifest(clients, blocks.datasets.bucket_name, name, version)
-    candidates = expand_grid(parse_params(params), parse_grid(grid))
-    spec = build_job_spec(
-        manifest,
-        algorithm=algorithm,
-        candidates=candidates,
-        models_bucket=blocks.models.bucket_name,
-        target=target,
-        task=task,
-        folds=folds,
-        **spec_options,
-    )
-    workload = Workload.of({**manifest, "target": spec.target}, algorithm, candidates, folds)
-    return blocks, spec, workload, planner_settings(blocks)
 
 
 def _print_plan(plan: ComputePlan) -> None:
@@ -77,9 +52,23 @@ def plan(
 ) -> None:
     """Where a training job would run, how big, how long, what it would cost, and why."""
     _check_compute(compute)
+    name, version = parse_reference(dataset)
+    candidates = expand_grid(parse_params(param), parse_grid(grid))
     with prefect_connection():
-        _, spec, workload, settings = _prepare(dataset, algorithm, target, task, param, grid, folds)
-    chosen = plan_compute(workload, settings, compute)
+        from blocks.platform import load_blocks
+        from tasks.training import validate_and_plan
+
+        _, spec, chosen = validate_and_plan(
+            load_blocks(),
+            name,
+            version,
+            algorithm,
+            candidates,
+            compute,
+            target=target,
+            task=task,
+            folds=folds,
+        )
     if json:
         emit_json(
             {**chosen.as_dict(), "task": spec.task, "target": spec.target, "candidates": spec.candidates}
