@@ -304,11 +304,16 @@ def _publish(s3, bucket: str, uploaded_key: str, manifest: dict[str, Any]) -> In
 
 
 def _copy(s3, bucket: str, source_key: str, key: str, size: int) -> None:
-    """Server-side copy: one CopyObject up to its 5 GB limit, a multipart copy beyond."""
+    """Server-side copy: one CopyObject up to its 5 GB limit, a multipart copy beyond.
+
+    The copy gets a checksum of its own: the source's is the composite of its upload parts, which a
+    plain copy carries over (moto then fails every read of the copy with a checksum mismatch).
+    """
+    extra = {**SSE, "ChecksumAlgorithm": "CRC32"}
     if size < 5 * 1024**3:
-        s3.copy_object(CopySource={"Bucket": bucket, "Key": source_key}, Bucket=bucket, Key=key, **SSE)
+        s3.copy_object(CopySource={"Bucket": bucket, "Key": source_key}, Bucket=bucket, Key=key, **extra)
     else:
-        s3.copy({"Bucket": bucket, "Key": source_key}, bucket, key, ExtraArgs=SSE)
+        s3.copy({"Bucket": bucket, "Key": source_key}, bucket, key, ExtraArgs=extra)
 
 
 def _record_version(s3, bucket: str, manifest: dict[str, Any], attempts: int = 30) -> None:

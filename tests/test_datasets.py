@@ -114,6 +114,9 @@ def test_s3_source_is_staged_and_cleaned_up(clients, iris_csv) -> None:
     assert not [key for key in keys(clients) if key.startswith("staging/")]
     local = datasets.ingest(clients, BUCKET, str(path))  # same bytes, same version
     assert not local.created and local.manifest["version"] == from_s3.manifest["version"]
+    # the staged multipart upload was copied into place: its checksum must still verify on read
+    stored = clients("s3").get_object(Bucket=BUCKET, Key=from_s3.manifest["uri"].split("/", 3)[3])
+    assert stored["Body"].read() == path.read_bytes()
 
 
 def test_parquet_from_s3_is_spooled_then_profiled(clients, iris_csv, tmp_path) -> None:
