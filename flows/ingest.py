@@ -10,13 +10,17 @@ from prefect_aws import S3Bucket
 from pydantic import Field
 
 from blocks.platform import DATASETS, load_block
+from flows.parameters import document_parameters
 from mltp.datasets import DEFAULT_MAX_MB
 from tasks.datasets import ingest_to_s3, publish_profile
 
 INGESTED_EVENT = "mltp.dataset.ingested"
+# The resource label the `train-on-new-dataset` trigger matches: "true" asks for a training run.
+AUTO_TRAIN_LABEL = "mltp.auto-train"
 
 
 @flow(name="ingest-dataset")
+@document_parameters
 def ingest_dataset(
     source: Annotated[
         str, Field(description="Local path or s3:// URI of a CSV (.csv/.tsv, optionally .gz) or Parquet file")
@@ -27,29 +31,39 @@ def ingest_dataset(
     target: Annotated[str | None, Field(description="Target column for training, if known")] = None,
     max_size_mb: Annotated[int, Field(ge=1, description="Refuse files larger than this")] = DEFAULT_MAX_MB,
     bucket_block: Annotated[str, Field(description="S3 bucket block of the data bucket")] = DATASETS,
+    auto_train: Annotated[
+        bool, Field(description="Ask the train-on-new-dataset deployment to train the new version")
+    ] = False,
 ) -> dict[str, Any]:
+    """Stream a CSV or Parquet file into the data bucket as a new, profiled dataset version."""
     manifest = ingest_to_s3(source, name, target, max_size_mb, load_block(S3Bucket, bucket_block))
     publish_profile(manifest)
     if manifest["created"]:  # the same bytes again change nothing, and announce nothing
-        emit_event(
-            INGESTED_EVENT,
-            resource={
-                "prefect.resource.id": f"mltp.dataset.{manifest['name']}",
-                "prefect.resource.name": manifest["name"],
-            },
-            payload={
-                field: manifest[field]
-                for field in (
-                    "name",
-                    "version",
-                    "uri",
-                    "manifest_uri",
-                    "rows",
-                    "bytes",
-                    "sha256",
-                    "target",
-                    "task",
-                )
-            },
-        )
+        announce_dataset(manifest, auto_train)
     return manifest
+
+
+def announce_dataset(manifest: dict[str, Any], auto_train: bool) -> None:
+    """Emit `mltp.dataset.ingested`; with `auto_train`, the train-on-new-dataset deployment trains it."""
+    emit_event(
+        INGESTED_EVENT,
+        resource={
+            "prefect.resource.id": f"mltp.dataset.{manifest['name']}",
+            "prefect.resource.name": manifest["name"],
+            AUTO_TRAIN_LABEL: str(auto_train).lower(),
+        },
+        payload={
+            field: manifest[field]
+            for field in (
+                "name",
+                "version",
+                "uri",
+                "manifest_uri",
+                "rows",
+                "bytes",
+                "sha256",
+                "target",
+                "task",
+            )
+        },
+    )

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from blocks.platform import load_blocks
+from flows.parameters import document_parameters
 from mltp.reaper import ReapReport
 from tasks.reap import reap_instances
 
@@ -21,6 +22,7 @@ ARTIFACT_KEY = "reap-orphans"
 
 
 @flow(name="reap-orphans")
+@document_parameters
 def reap_orphans(
     dry_run: Annotated[bool, Field(description="Only report the orphans; terminate nothing")] = False,
     stale_after_minutes: Annotated[
@@ -33,6 +35,7 @@ def reap_orphans(
         ),
     ] = 10,
 ) -> dict[str, Any]:
+    """Terminate the EC2 instances no training run watches any more."""
     logger = get_run_logger()
     report = reap_instances(load_blocks(), dry_run, timedelta(minutes=stale_after_minutes))
     action = "would terminate" if dry_run else "terminating"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -20,6 +20,25 @@ from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import Field
 
 from blocks.platform import PlatformBlocks, load_blocks
+from flows.parameters import (
+    Algorithm,
+    Compute,
+    Folds,
+    Grid,
+    Holdout,
+    Hyperparameters,
+    MaxRuntimeMinutes,
+    MinMetric,
+    ModelName,
+    Monitoring,
+    PrimaryMetric,
+    Promote,
+    RegisterBest,
+    Seed,
+    Target,
+    Task,
+    document_parameters,
+)
 from mltp.compute.base import CapacityError, JobLaunch
 from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import MltpError
@@ -28,7 +47,6 @@ from mltp.jobs import expand_grid
 from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds
 from mltp.registry import AliasRaceError, validate_model_name
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd
-from mltp.trainer.algorithms import ALGORITHMS
 from tasks.registry import announce, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
@@ -42,7 +60,6 @@ from tasks.training import (
     write_job_spec,
 )
 
-AlgorithmName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]  # the UI shows a dropdown
 LEASE_RENEW_S = 30.0
 
 
@@ -83,51 +100,29 @@ CLEANUP_HOOKS = [terminate_flow_run_instances]
     on_cancellation=CLEANUP_HOOKS,
     on_crashed=CLEANUP_HOOKS,
 )
+@document_parameters
 def train_model(
     dataset: Annotated[str, Field(description="Name of an ingested dataset")],
-    algorithm: Annotated[AlgorithmName, Field(description="scikit-learn estimator family")] = "random_forest",
+    algorithm: Algorithm = "random_forest",
     dataset_version: Annotated[str | None, Field(description="Dataset version; empty for the latest")] = None,
-    target: Annotated[str | None, Field(description="Target column; empty for the dataset's own")] = None,
-    task: Annotated[
-        Literal["classification", "regression"] | None, Field(description="Empty to infer from the target")
-    ] = None,
-    hyperparameters: Annotated[
-        dict[str, Any], Field(description='Fixed hyperparameters, e.g. {"max_depth": 8}')
-    ] = {},  # noqa: B006 - Prefect copies parameters; a dict default renders as an editable JSON field
-    grid: Annotated[
-        dict[str, list[Any]],
-        Field(description='Grid axes, e.g. {"n_estimators": [50, 100]}: one candidate each'),
-    ] = {},  # noqa: B006
-    compute: Annotated[
-        Literal["auto", "ec2", "lambda", "local"],
-        Field(description="Where to train; auto lets the planner choose"),
-    ] = "auto",
-    max_runtime_minutes: Annotated[
-        float,
-        Field(ge=0.1, le=10080, description="Hard deadline per job; the compute is terminated after it"),
-    ] = 60,
-    model_name: Annotated[str | None, Field(description="Model name; empty for the dataset's name")] = None,
-    primary_metric: Annotated[
-        str | None, Field(description="Metric that picks the best candidate (default accuracy or r2)")
-    ] = None,
-    folds: Annotated[
-        int | None, Field(ge=2, le=20, description="k-fold cross-validation instead of a holdout")
-    ] = None,
-    holdout: Annotated[float, Field(gt=0.0, lt=0.9, description="Share of rows held out")] = 0.2,
-    seed: Annotated[int, Field(description="Random seed for the split and the estimator")] = 0,
-    monitoring: Annotated[MonitorSettings, Field(description="Polling, heartbeat and relaunch settings")] = (
-        MonitorSettings()
-    ),
-    register_best: Annotated[
-        bool, Field(description="Register the best model when training succeeds")
-    ] = True,
-    min_metric: Annotated[
-        str | None, Field(description="Quality gate for registering, e.g. accuracy>=0.9 or rmse<12.5")
-    ] = None,
-    promote: Annotated[
-        bool, Field(description="Move the champion alias to the new version when it beats the champion")
-    ] = False,
+    target: Target = None,
+    task: Task = None,
+    hyperparameters: Hyperparameters = {},  # noqa: B006 - Prefect copies parameters; renders as a JSON field
+    grid: Grid = {},  # noqa: B006
+    compute: Compute = "auto",
+    max_runtime_minutes: MaxRuntimeMinutes = 60,
+    model_name: ModelName = None,
+    primary_metric: PrimaryMetric = None,
+    folds: Folds = None,
+    holdout: Holdout = 0.2,
+    seed: Seed = 0,
+    monitoring: Monitoring = MonitorSettings(),
+    register_best: RegisterBest = True,
+    min_metric: MinMetric = None,
+    promote: Promote = False,
 ) -> dict[str, Any]:
+    """Train a scikit-learn model on an ingested dataset on the compute the planner picks, then register
+    the best candidate."""
     started = time.monotonic()
     logger = get_run_logger()
     flow_run = get_run_context().flow_run

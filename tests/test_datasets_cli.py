@@ -137,8 +137,8 @@ def test_ingest_emits_the_event_and_publishes_the_profile(sandbox, iris) -> None
 def test_s3_source(sandbox, iris) -> None:
     name, path = iris
     bucket = sandbox.status["buckets"]["data"]
-    sandbox.s3().put_object(Bucket=bucket, Key=f"incoming/{path.name}", Body=path.read_bytes())
-    result = ingest(sandbox, f"s3://{bucket}/incoming/{path.name}", "--json")
+    sandbox.s3().put_object(Bucket=bucket, Key=f"uploads/{path.name}", Body=path.read_bytes())
+    result = ingest(sandbox, f"s3://{bucket}/uploads/{path.name}", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["name"] == name
     assert not [key for key in bucket_state(sandbox)[0] if key.startswith("staging/")]

@@ -28,6 +28,7 @@ def test_status_json_has_every_endpoint(sandbox) -> None:
         "moto": "running",
         "fleet": "running",
         "prefect": "running",
+        "worker": "running",
     }
     assert status["lambda_endpoint_url"].startswith("http://127.0.0.1:")
     assert httpx.get(f"{status['prefect_api_url']}/health").status_code == 200
@@ -47,7 +48,8 @@ def test_up_twice_is_harmless(sandbox) -> None:
     result = run_mltp("sandbox", "up", "--json", env=sandbox.env)
     assert result.returncode == 0, result.stderr
     again = json.loads(result.stdout)
-    assert again["notes"] == ["the sandbox was already running"]
+    assert again["notes"][0] == "the sandbox was already running"
+    assert again["notes"][1].startswith("deployed ") and again["notes"][1].endswith("prefect.yaml")
     assert again["services"] == sandbox.status["services"]  # same pids: nothing restarted
 
 

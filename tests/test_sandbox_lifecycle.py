@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.conftest import free_port, run_mltp, start_sandbox
+from tests.conftest import RunningSandbox, free_port, run_mltp, start_sandbox
 
 pytestmark = pytest.mark.servers
 
@@ -89,16 +89,24 @@ def test_stale_pid_files_from_a_crash_are_cleaned_by_down(tmp_path) -> None:
     assert not (run / "moto.pid").exists()
 
 
-def test_crash_restart_and_down_leave_no_process(tmp_path) -> None:
-    home = tmp_path / ".mltp"
-    running = start_sandbox(home)
-    env = running.env
+@pytest.fixture
+def private_sandbox(tmp_path) -> Iterator[RunningSandbox]:
+    """A sandbox of the test's own, stopped even when the test fails half-way."""
+    running = start_sandbox(tmp_path / ".mltp")
+    yield running
+    if pids_of(running.home):
+        run_mltp("sandbox", "down", env=running.env)
+
+
+def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
+    home, env = private_sandbox.home, private_sandbox.env
     first = pids_of(home)
-    assert set(first) == {"moto", "fleet", "prefect"}
+    assert set(first) == {"moto", "fleet", "prefect", "worker"}
     prefect_family = [psutil.Process(first["prefect"]), *psutil.Process(first["prefect"]).children(True)]
 
-    os.kill(first["moto"], signal.SIGKILL)  # the AWS side crashes
-    psutil.wait_procs([psutil.Process(first["moto"])], timeout=10)
+    for crashed in ("moto", "worker"):  # the AWS side crashes, and so does the worker
+        os.kill(first[crashed], signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(first[crashed])], timeout=10)
     status = json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)
     assert status["running"] is False
     assert status["services"]["moto"]["state"] == "stale"
@@ -113,9 +121,11 @@ def test_crash_restart_and_down_leave_no_process(tmp_path) -> None:
     notes = json.loads(again.stdout)["notes"]
     assert "removed a stale moto pid file left by a crashed sandbox" in notes
     assert "restarted the fleet with the new moto server" in notes
+    assert "removed a stale worker pid file left by a crashed sandbox" in notes
     second = pids_of(home)
     assert second["prefect"] == first["prefect"]  # the healthy server was kept
-    assert second["moto"] != first["moto"] and second["fleet"] != first["fleet"]
+    assert all(second[name] != first[name] for name in ("moto", "fleet", "worker"))
+    assert json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)["running"] is True
     assert run_mltp("doctor", env=env).returncode == 0  # buckets re-created in the new moto
 
     down = run_mltp("sandbox", "down", env=env)

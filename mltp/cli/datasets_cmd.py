@@ -14,6 +14,7 @@ from rich.table import Table
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
 from mltp.datasets import DEFAULT_MAX_MB, get_manifest, list_datasets, parse_reference, versions
+from mltp.errors import ConfigError
 
 app = typer.Typer(help="Ingest datasets into the data bucket and look at what is there.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -50,9 +51,16 @@ def ingest(
     max_size_mb: int = typer.Option(
         DEFAULT_MAX_MB, "--max-size-mb", envvar="MLTP_MAX_DATASET_MB", min=1, help="Refuse larger files."
     ),
+    auto_train: bool = typer.Option(
+        False,
+        "--auto-train",
+        help="Have the train-on-new-dataset deployment train the new version (needs a target).",
+    ),
     json: bool = JSON,
 ) -> None:
     """Upload, hash and profile a dataset in one pass; identical bytes again change nothing."""
+    if auto_train and not target:
+        raise ConfigError("--auto-train needs --target: training needs to know which column to predict")
     # Prefect's console log would repeat our one-line errors as tracebacks; its logs still reach the UI.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     with prefect_connection(), _progress_bar() as bar:
@@ -64,7 +72,9 @@ def ingest(
         if bar is not None:
             task_id = bar.add_task(Path(path).name, total=None)
             progress_listener.set(lambda done, total: bar.update(task_id, completed=done, total=total))
-        manifest = ingest_dataset(source=path, name=name, target=target, max_size_mb=max_size_mb)
+        manifest = ingest_dataset(
+            source=path, name=name, target=target, max_size_mb=max_size_mb, auto_train=auto_train
+        )
         EventsWorker.drain_all(timeout=10)  # the event must leave before this short process does
     if json:
         emit_json(manifest)
@@ -74,6 +84,8 @@ def ingest(
             f"ingested {manifest['name']}@{manifest['version']}: {manifest['rows']:,} rows, "
             f"{manifest['bytes']:,} bytes -> {manifest['uri']}"
         )
+        if auto_train:
+            console.print("announced for training: the train-on-new-dataset deployment trains it")
     else:
         console.print(f"already ingested as {manifest['name']}@{manifest['version']}: nothing changed")
     _print_columns(manifest)

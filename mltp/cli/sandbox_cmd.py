@@ -9,6 +9,7 @@ import typer
 from mltp.cli.output import console, emit_json
 from mltp.home import mltp_home
 from mltp.sandbox import lifecycle
+from mltp.sandbox.deployments import WORK_POOL
 from mltp.sandbox.lifecycle import Sandbox, SandboxStatus
 
 app = typer.Typer(
@@ -54,7 +55,9 @@ JSON = typer.Option(False, "--json", help="Print the status as JSON.")
 def _print_status(status: SandboxStatus) -> None:
     console.print(f"sandbox: {'running' if status.running else 'not running'}  (state in {status.home})")
     for name, service in status.services.items():
-        detail = f"pid {service.pid}, port {service.port}" if service.pid else ""
+        detail = (
+            f"pid {service.pid}" + (f", port {service.port}" if service.port else "") if service.pid else ""
+        )
         health = "healthy" if service.healthy else "not healthy"
         state = f"{service.state}, {health}" if service.state == "running" else service.state
         console.print(f"  {name:<8} {state:<20} {detail}")
@@ -79,8 +82,8 @@ def up(
     max_trainers: int = MAX_TRAINERS,
     json: bool = JSON,
 ) -> None:
-    """Start the sandbox (harmless when it is already running), create its blocks and buckets, and
-    deploy the trainer function."""
+    """Start the sandbox (harmless when it is already running), create its blocks and buckets, deploy
+    the trainer function and prefect.yaml's deployments, and start a worker for them."""
     status, notes = Sandbox(mltp_home()).up(aws_port, prefect_port, fleet_port, max_trainers)
     if json:
         emit_json({**status.as_json(), "notes": notes})
@@ -92,12 +95,17 @@ def up(
         "blocks: aws-credentials/mltp-aws, s3-bucket/mltp-datasets, s3-bucket/mltp-models, "
         "mltp-ec2-compute/mltp-ec2, mltp-lambda-compute/mltp-lambda"
     )
+    console.print(
+        f"deployments (work pool {WORK_POOL}, run by the sandbox's worker): ingest-and-train, "
+        "retrain-nightly, train-on-new-dataset, watch-incoming, reap-orphans"
+    )
     console.print('other shells and tools (prefect, aws): eval "$(mltp sandbox env)"')
 
 
 @app.command()
 def down() -> None:
-    """Stop exactly the processes `up` started and remove their pid files."""
+    """Stop exactly the processes `up` started (the worker and its flow runs first) and remove their pid
+    files."""
     for note in Sandbox(mltp_home()).down():
         console.print(note)
 

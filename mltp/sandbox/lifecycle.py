@@ -1,5 +1,5 @@
 """`mltp sandbox up | down | status`: a moto server, the compute fleet and a Prefect server (API + UI)
-on loopback.
+on loopback, with the project's deployments and a worker that runs them.
 
 All state lives under the project's `.mltp/`: pid files in `run/`, logs in `logs/`, Prefect's home
 (SQLite database included) in `prefect/`, and `sandbox.json` with the endpoints of a running sandbox.
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from mltp.errors import ConfigError, SandboxNotRunningError
+from mltp.sandbox.deployments import WORKER_POLL_S, deploy_all, ensure_work_pool, worker_argv, worker_online
 from mltp.sandbox.process import ManagedProcess, require_free_port
 
 DEFAULT_AWS_PORT = 5055
@@ -100,7 +101,8 @@ class Sandbox:
         self.moto = ManagedProcess("moto", run_dir, log_dir)
         self.prefect = ManagedProcess("prefect", run_dir, log_dir)
         self.fleet = ManagedProcess("fleet", run_dir, log_dir)
-        self.services = (self.moto, self.fleet, self.prefect)
+        self.worker = ManagedProcess("worker", run_dir, log_dir)
+        self.services = (self.moto, self.fleet, self.prefect, self.worker)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -112,24 +114,27 @@ class Sandbox:
 
     def status(self) -> SandboxStatus:
         endpoints = self.endpoints()
-        health_urls = {
-            "moto": f"{endpoints.aws_endpoint_url}/moto-api/" if endpoints else None,
-            "prefect": f"{endpoints.prefect_api_url}/ready" if endpoints else None,
-            "fleet": f"{endpoints.lambda_endpoint_url}/fleet/health" if endpoints else None,
-        }
         services = {}
         for process in self.services:
             record, state = process.record(), process.state()
             running = state == "running"
-            url = health_urls[process.name]
             services[process.name] = ServiceStatus(
                 state=state,
                 pid=record.pid if record and running else None,
-                port=record.port if record else None,
-                healthy=running and url is not None and _get_ok(url),
+                port=(record.port or None) if record else None,
+                healthy=running and endpoints is not None and self._answers(process, endpoints),
             )
         running = endpoints is not None and all(service.healthy for service in services.values())
         return SandboxStatus(self.home, running, endpoints if running else None, services)
+
+    def _answers(self, process: ManagedProcess, endpoints: Endpoints) -> bool:
+        if process is self.moto:
+            return _get_ok(f"{endpoints.aws_endpoint_url}/moto-api/")
+        if process is self.fleet:
+            return _get_ok(f"{endpoints.lambda_endpoint_url}/fleet/health")
+        if process is self.prefect:
+            return _get_ok(f"{endpoints.prefect_api_url}/ready")
+        return worker_online(endpoints.prefect_api_url)
 
     def running_endpoints(self) -> Endpoints | None:
         """Endpoints of a running sandbox, without health calls (cheap enough for every command)."""
@@ -171,14 +176,22 @@ class Sandbox:
             healthy.discard("fleet")
             self.fleet.stop()
             notes.append("restarted the fleet with the new moto server")
+        if "prefect" not in healthy and "worker" in healthy:
+            healthy.discard("worker")
+            self.worker.stop()
+            notes.append("restarted the worker with the new Prefect server")
         to_start = [process for process in self.services if process.name not in healthy]
         notes += self._clear(to_start)
         for process in to_start:
-            port, what, flag = self._port_of(process, endpoints)
-            require_free_port(port, what=what, flag=flag)
+            if process is not self.worker:
+                port, what, flag = self._port_of(process, endpoints)
+                require_free_port(port, what=what, flag=flag)
         try:
             self._start(endpoints, to_start, max_trainers)
             self._init_blocks(endpoints)
+            notes.append(self._deploy(endpoints))
+            if self.worker in to_start:
+                self._start_worker(endpoints)
         except BaseException:
             for process in to_start:
                 process.stop()
@@ -296,6 +309,24 @@ class Sandbox:
             init_blocks(settings)
             blocks = load_blocks()
             deploy_trainer_function(blocks.lambda_client(), **blocks.lambda_.deploy_settings())
+
+    def _prefect_client_env(self, endpoints: Endpoints) -> dict[str, str]:
+        return _service_env(
+            PREFECT_API_URL=endpoints.prefect_api_url,
+            PREFECT_UI_URL=endpoints.prefect_ui_url,
+            PREFECT_HOME=str(self.home / "worker"),
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+
+    def _deploy(self, endpoints: Endpoints) -> str:
+        """The work pool and every deployment of prefect.yaml (again on each `up`: it may have changed)."""
+        ensure_work_pool(endpoints.prefect_api_url)
+        return deploy_all(self._prefect_client_env(endpoints), self.home / "logs" / "deploy.log")
+
+    def _start_worker(self, endpoints: Endpoints) -> None:
+        env = {**self._prefect_client_env(endpoints), "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_S}
+        self.worker.start(worker_argv(), env=env, port=0)
+        self.worker.wait_healthy(lambda: worker_online(endpoints.prefect_api_url), timeout=60)
 
     def down(self) -> list[str]:
         found = self.stop_all()

@@ -1,0 +1,88 @@
+"""Flow `ingest-and-train`: one run from a file to a registered model (the Prefect UI form's flow).
+
+Ingesting the same bytes again reuses the existing version, so re-running the form trains again on the
+same data. The ingest announces the dataset without asking for automatic training: this run trains it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from flows.ingest import ingest_dataset
+from flows.parameters import (
+    Algorithm,
+    Compute,
+    Folds,
+    Grid,
+    Holdout,
+    Hyperparameters,
+    MaxRuntimeMinutes,
+    MinMetric,
+    ModelName,
+    Monitoring,
+    PrimaryMetric,
+    Promote,
+    RegisterBest,
+    Seed,
+    Target,
+    Task,
+    document_parameters,
+)
+from flows.train import train_model
+from mltp.datasets import DEFAULT_MAX_MB
+from mltp.monitor import MonitorSettings
+
+
+@flow(name="ingest-and-train")
+@document_parameters
+def ingest_and_train(
+    source: Annotated[
+        str, Field(description="Local path or s3:// URI of a CSV (.csv/.tsv, optionally .gz) or Parquet file")
+    ],
+    target: Target = None,
+    algorithm: Algorithm = "random_forest",
+    compute: Compute = "auto",
+    dataset_name: Annotated[
+        str | None, Field(description="Dataset name; derived from the file name when empty")
+    ] = None,
+    max_size_mb: Annotated[int, Field(ge=1, description="Refuse files larger than this")] = DEFAULT_MAX_MB,
+    task: Task = None,
+    hyperparameters: Hyperparameters = {},  # noqa: B006 - Prefect copies parameters
+    grid: Grid = {},  # noqa: B006
+    max_runtime_minutes: MaxRuntimeMinutes = 60,
+    model_name: ModelName = None,
+    primary_metric: PrimaryMetric = None,
+    folds: Folds = None,
+    holdout: Holdout = 0.2,
+    seed: Seed = 0,
+    monitoring: Monitoring = MonitorSettings(),
+    register_best: RegisterBest = True,
+    min_metric: MinMetric = None,
+    promote: Promote = False,
+) -> dict[str, Any]:
+    """Ingest a dataset file (or reuse the version holding the same bytes), then train and register."""
+    manifest = ingest_dataset(source=source, name=dataset_name, target=target, max_size_mb=max_size_mb)
+    report = train_model(
+        dataset=manifest["name"],
+        dataset_version=manifest["version"],
+        algorithm=algorithm,
+        target=target,
+        task=task,
+        hyperparameters=hyperparameters,
+        grid=grid,
+        compute=compute,
+        max_runtime_minutes=max_runtime_minutes,
+        model_name=model_name,
+        primary_metric=primary_metric,
+        folds=folds,
+        holdout=holdout,
+        seed=seed,
+        monitoring=monitoring,
+        register_best=register_best,
+        min_metric=min_metric,
+        promote=promote,
+    )
+    return {"dataset": {"name": manifest["name"], "version": manifest["version"]}, **report}

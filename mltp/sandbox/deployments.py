@@ -1,0 +1,81 @@
+"""The sandbox's deployments: the `mltp` process work pool, `prefect deploy --all` on prefect.yaml, and
+the worker that runs what the deployments schedule.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from mltp.errors import SandboxError
+
+WORK_POOL = "mltp"  # the pool every deployment in prefect.yaml names
+WORKER_NAME = "mltp-sandbox-worker"
+# Seconds between the worker's polls for runs to start: an event's run starts within about this.
+WORKER_POLL_S = "1"
+
+
+def project_dir() -> Path | None:
+    """The folder holding prefect.yaml beside the flows (a source checkout); None for a plain install."""
+    import flows
+
+    folder = Path(flows.__file__).resolve().parents[1]
+    return folder if (folder / "prefect.yaml").is_file() else None
+
+
+def ensure_work_pool(api_url: str) -> None:
+    answer = httpx.get(f"{api_url}/work_pools/{WORK_POOL}", timeout=10)
+    if answer.status_code == 404:
+        answer = httpx.post(f"{api_url}/work_pools/", json={"name": WORK_POOL, "type": "process"}, timeout=10)
+    if answer.status_code >= 400:
+        raise SandboxError(
+            f"could not create the {WORK_POOL!r} work pool: HTTP {answer.status_code}: {answer.text}"
+        )
+
+
+def deploy_all(env: dict[str, str], log_file: Path) -> str:
+    """Run `prefect deploy --all` in the project folder, exactly as a user would by hand."""
+    folder = project_dir()
+    if folder is None:
+        return "no prefect.yaml beside the installed flows: run `prefect deploy --all` in your checkout"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    if result.returncode != 0:
+        raise SandboxError(f"`prefect deploy --all` failed: see {log_file}")
+    return f"deployed {folder / 'prefect.yaml'}"
+
+
+def worker_argv() -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--type",
+        "process",
+        "--name",
+        WORKER_NAME,
+    ]
+
+
+def worker_online(api_url: str) -> bool:
+    try:
+        workers = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return any(worker["name"] == WORKER_NAME and worker["status"] == "ONLINE" for worker in workers)
