@@ -405,3 +405,37 @@ def test_a_manual_run_with_a_bad_parameter_is_refused_before_it_runs(sandbox) ->
     assert result.returncode != 0
     assert "xgboost" in result.stdout + result.stderr
     assert len(runs_of(sandbox, "ingest-and-train")) == before
+
+
+def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -> None:
+    name = unique("cancelled")
+    ingest(sandbox, iris_csv, name)
+    slow = {"n_estimators": 4000}  # seconds per candidate, many candidates: minutes of EC2 time
+    run = api(
+        sandbox,
+        f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run",
+        {
+            "parameters": {
+                "dataset": name,
+                "compute": "ec2",
+                "hyperparameters": slow,
+                "grid": {"max_depth": list(range(2, 30))},
+                "register_best": False,
+            }
+        },
+    )
+    ec2 = sandbox.client("ec2")
+
+    def instances(states: list[str]) -> list[str]:
+        filters = [
+            {"Name": "tag:mltp:flow-run-id", "Values": [run["id"]]},
+            {"Name": "instance-state-name", "Values": states},
+        ]
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    launched = wait_for(lambda: instances(["pending", "running"]), timeout=120)
+    api(sandbox, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+    wait_for(lambda: api(sandbox, f"/flow_runs/{run['id']}", method="GET")["state_type"] == "CANCELLED", 60)
+    wait_for(lambda: not instances(["pending", "running", "stopping", "stopped"]), timeout=60)
+    assert set(launched) <= set(instances(["shutting-down", "terminated"]))

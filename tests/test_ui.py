@@ -82,3 +82,11 @@ def test_dataset_profile_shows_in_the_ui(sandbox, tmp_path) -> None:
     )
     for text in ("Dataset", "ui-flowers", "petal_width", "classification"):
         assert text in dom, f"{text!r} not on the artifact page"
+
+
+def test_deployments_page_lists_every_deployment(sandbox, tmp_path) -> None:
+    dom = render(f"{sandbox.status['prefect_ui_url']}/deployments", tmp_path / "profile", "--dump-dom")
+    from tests.test_deployments import DEPLOYMENTS
+
+    for name in DEPLOYMENTS:
+        assert name in dom, f"{name} not on the UI's deployments page"
