@@ -105,10 +105,25 @@ def iris_csv(tmp_path_factory) -> Path:
 
 
 def ingest(sandbox, path: Path, name: str, *extra: str) -> dict:
+    """`mltp datasets ingest`, the way a user asks for automatic training."""
     result = run_mltp("datasets", "ingest", str(path), "--name", name, "--target", "target", *extra, "--json",
                       env=sandbox.env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def seed(sandbox, path: Path, name: str) -> None:
+    """A dataset a test starts from, ingested in-process (the CLI's way is tested elsewhere)."""
+    from mltp import datasets
+
+    datasets.ingest(sandbox.client, sandbox.status["buckets"]["data"], str(path), name=name, target="target")
+
+
+def model(sandbox, name: str, alias: str | None = None) -> dict:
+    from mltp import registry
+
+    found = registry.get_version(sandbox.s3(), sandbox.status["buckets"]["models"], name, alias=alias)
+    return found.as_dict()
 
 
 def unique(prefix: str) -> str:
@@ -205,14 +220,14 @@ def test_an_ingest_with_auto_train_starts_a_training_run_from_the_event(sandbox,
         "compute": "auto",
     }
     finished(sandbox, run["id"])
-    shown = json.loads(run_mltp("models", "show", trained, "--json", env=sandbox.env).stdout)
+    shown = model(sandbox, trained)
     assert shown["lineage"]["flow_run_id"] == run["id"]
     assert training_runs_for(sandbox, quiet) == []  # ingested first, without --auto-train: no run
 
 
 def test_an_event_missing_optional_keys_still_starts_a_run(sandbox, iris_csv) -> None:
     name = unique("bare-event")
-    ingest(sandbox, iris_csv, name)
+    seed(sandbox, iris_csv, name)
     emit(
         sandbox,
         "mltp.dataset.ingested",
@@ -239,7 +254,7 @@ def test_an_event_missing_optional_keys_still_starts_a_run(sandbox, iris_csv) ->
 
 def test_a_burst_of_new_datasets_waits_for_training_slots(sandbox, iris_csv) -> None:
     name = unique("burst")
-    ingest(sandbox, iris_csv, name)
+    seed(sandbox, iris_csv, name)
     resource = {"prefect.resource.id": f"mltp.dataset.{name}", "mltp.auto-train": "true"}
     for _ in range(3):
         emit(sandbox, "mltp.dataset.ingested", resource, {"name": name})
@@ -289,7 +304,7 @@ def test_a_dropped_file_is_ingested_and_trained_once_by_concurrent_and_restarted
     name = unique("dropped")
     bucket = sandbox.status["buckets"]["data"]
     s3 = sandbox.s3()
-    ingest(sandbox, iris_csv, name)
+    seed(sandbox, iris_csv, name)
     lines = iris_csv.read_text().splitlines()
     key = f"incoming/{name}/november.csv"
     s3.put_object(Bucket=bucket, Key=key, Body="\n".join(lines[:120]).encode())
@@ -348,7 +363,7 @@ def test_a_bad_dropped_file_is_rejected_once_and_leaves_nothing(sandbox) -> None
 
 def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_csv) -> None:
     name = unique("nightly")
-    ingest(sandbox, iris_csv, name)
+    seed(sandbox, iris_csv, name)
     nightly = deployment(sandbox, "retrain-nightly")
     # A schedule due every 15 s instead of at 02:00, for this test's dataset.
     schedule = {"interval": 15, "anchor_date": datetime.now(UTC).isoformat()}
@@ -369,7 +384,7 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
     finally:
         api(sandbox, f"/deployments/{nightly['id']}/schedules/{added[0]['id']}", method="DELETE")
     wait_for(lambda: not [r for r in scheduled_runs() if r["state_type"] == "SCHEDULED"], timeout=30)
-    shown = json.loads(run_mltp("models", "show", f"{name}@champion", "--json", env=sandbox.env).stdout)
+    shown = model(sandbox, name, alias="champion")
     assert shown["lineage"]["flow_run_id"] == run["id"]  # passed the gate, registered and promoted
 
 
@@ -387,7 +402,7 @@ def test_a_manual_run_with_parameters_completes_and_registers(sandbox, iris_csv)
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Completed" in result.stdout
-    shown = json.loads(run_mltp("models", "show", name, "--json", env=sandbox.env).stdout)
+    shown = model(sandbox, name)
     assert shown["version"] == 1
     assert shown["lineage"]["dataset"]["name"] == name
 
@@ -409,7 +424,7 @@ def test_a_manual_run_with_a_bad_parameter_is_refused_before_it_runs(sandbox) ->
 
 def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -> None:
     name = unique("cancelled")
-    ingest(sandbox, iris_csv, name)
+    seed(sandbox, iris_csv, name)
     slow = {"n_estimators": 4000}  # seconds per candidate, many candidates: minutes of EC2 time
     run = api(
         sandbox,
