@@ -56,7 +56,8 @@ def runs_of(sandbox, deployment_name: str) -> list[dict]:
 
 
 def flow_runs_named(sandbox, flow_name: str) -> list[dict]:
-    return api(sandbox, "/flow_runs/filter", {"flows": {"name": {"any_": [flow_name]}}, "limit": 200})
+    body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
+    return api(sandbox, "/flow_runs/filter", body)
 
 
 def finished(sandbox, run_id: str, timeout: float = 240) -> dict:

@@ -120,11 +120,10 @@ def test_a_big_dataset_trains_on_ec2_with_its_grid_over_three_instances(sandbox,
 
 def assert_visible_in_prefect(sandbox, report, tmp_path) -> None:
     api = sandbox.prefect_api_url
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 20}).json()
     flow_run_id = instances_of(sandbox, report["run_id"])[0]["Tags"]
     flow_run_id = next(tag["Value"] for tag in flow_run_id if tag["Key"] == "mltp:flow-run-id")
-    run = next(run for run in runs if run["id"] == flow_run_id)
-    assert run["state_type"] == "COMPLETED"
+    run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+    assert run["state_type"] == "COMPLETED" and run["flow_id"], run
     artifacts = httpx.post(
         f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
     ).json()
