@@ -19,8 +19,8 @@ demo: install
 	$(BIN)/mltp demo
 	@echo "The sandbox keeps running: open the Prefect UI above. Stop it with: make down"
 
-# Test files are spread over three workers (each with its own sandbox): most tests wait on servers.
-TEST_WORKERS ?= 3
+# Test files are spread over two workers (each with its own sandbox): most tests wait on servers.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
