@@ -35,13 +35,25 @@ def read_json(s3, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | N
 def put_json(
     s3, bucket: str, key: str, document: dict[str, Any], *, etag: str | None = None, create: bool = False
 ):
-    """Write encrypted JSON; `create` only if absent, `etag` only if unchanged. Raises `ClientError`."""
+    """Write encrypted JSON; `create` only if absent, `etag` only if unchanged. Raises `ClientError`.
+
+    A conditional write whose answer was lost (a 5xx or a dropped connection after S3 stored it) is
+    retried by botocore, and the retry fails its condition against our own first attempt: when the stored
+    bytes are exactly ours, the write succeeded. Our documents carry timestamps and owners, so another
+    writer's bytes never equal ours."""
+    body = json.dumps(document, indent=2).encode()
     condition = {"IfNoneMatch": "*"} if create else {"IfMatch": etag} if etag else {}
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(document, indent=2).encode(),
-        ContentType="application/json",
-        **condition,
-        **SSE,
-    )
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition, **SSE)
+    except ClientError as error:
+        if not (condition and lost_race(error) and _stored_bytes(s3, bucket, key) == body):
+            raise
+
+
+def _stored_bytes(s3, bucket: str, key: str) -> bytes | None:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error_code(error) == "NoSuchKey":
+            return None
+        raise

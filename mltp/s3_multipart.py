@@ -1,14 +1,20 @@
 """Streaming bytes into one S3 object as a multipart upload with several parts in flight.
 
 Memory stays bounded: at most `max_in_flight` parts are being sent while one more fills. Either
-`complete()` makes the object appear, or `abort()` leaves nothing behind (no object, no open upload).
+`complete()` makes the object appear, or `abort()` leaves nothing behind (no object, no open upload), even
+when answers were lost and botocore retried the calls that create and complete the upload.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mltp.aws import error_code
 
 MIN_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -79,10 +85,20 @@ class MultipartUpload:
             self._buffer.clear()
         while self._pending:
             self._collect_oldest()
-        self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self._parts}
-        )
+        try:
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except ClientError as error:
+            # A completion whose answer was lost and was retried finds its upload gone: it succeeded
+            # when the object is there with the ETag S3 gives exactly these parts.
+            if error_code(error) != "NoSuchUpload" or self._stored_etag() != self._expected_etag():
+                raise
         self._pool.shutdown(wait=True)
+        self._abort_strays()
 
     def abort(self) -> None:
         """Stop sending, wait for parts already on the wire, then drop the upload and its parts."""
@@ -91,3 +107,25 @@ class MultipartUpload:
         self._pool.shutdown(wait=True)
         self._pending.clear()
         self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        self._abort_strays()
+
+    def _abort_strays(self) -> None:
+        """Abort every other upload of our key: a CreateMultipartUpload whose answer was lost and was
+        retried left one we never knew the id of. Keys are unique to one writer (callers stage under a
+        fresh prefix), so any other upload of this key is such a stray."""
+        listed = self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
+        for upload in listed.get("Uploads", []):
+            if upload["Key"] == self.key and upload["UploadId"] != self.upload_id:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload["UploadId"])
+
+    def _expected_etag(self) -> str:
+        digests = b"".join(bytes.fromhex(part["ETag"].strip('"')) for part in self._parts)
+        return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(self._parts)}"'
+
+    def _stored_etag(self) -> str | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+        except ClientError as error:
+            if error_code(error) in ("404", "NoSuchKey"):
+                return None
+            raise

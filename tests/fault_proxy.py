@@ -1,20 +1,27 @@
 """A loopback HTTP proxy in front of the moto server that injects AWS faults, the way production fails.
 
-Per service (read from the SigV4 credential scope) a share of calls gets one of:
+Per service (read from the SigV4 credential scope; `"*"` for every service not named) a share of calls
+gets one of:
 - `throttle`: the service's own throttling error (`RequestLimitExceeded` for EC2, `Throttling` for
   CloudWatch, `ThrottlingException` for other JSON services, `SlowDown` for S3), without reaching moto;
 - `lost`: the call reaches moto and takes effect, but the client gets a 503 (the answer was lost);
 - `error`: a plain 500 without reaching moto;
+- `unavailable`: a plain 503 without reaching moto;
+- `drop`: the connection is closed without an answer, without reaching moto;
+- `slow`: the call is answered normally after `slow_seconds`;
 - `capacity`: EC2's `InsufficientInstanceCapacity`, without reaching moto.
 Faults can also be scripted for the next calls of one action (`proxy.script("ec2:RunInstances",
-"capacity")`). The random generator is seeded, so a failing run can be replayed.
+"capacity")`; S3's actions are named from the request, e.g. `s3:CompleteMultipartUpload`). The random
+generator is seeded, so a failing run can be replayed.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import socket
 import threading
+import time
 from collections import Counter, defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -39,11 +46,30 @@ def throttling_response(service: str) -> tuple[int, dict[str, str], bytes]:
     return 400, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};Sender"}, body
 
 
-def _action(target: str, body: bytes) -> str:
-    """The API action: from X-Amz-Target for JSON protocols, else from a query protocol's form body."""
+def _action(service: str, method: str, path: str, target: str, body: bytes) -> str:
+    """The API action: from X-Amz-Target for JSON protocols, S3's from its REST request, else from a
+    query protocol's form body."""
     if target:
         return target.rsplit(".", 1)[-1]
+    if service == "s3":
+        return _s3_action(method, path)
     return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+
+
+def _s3_action(method: str, path: str) -> str:
+    resource, _, query = path.partition("?")
+    params = parse_qs(query, keep_blank_values=True)
+    on_object = resource.strip("/").count("/") >= 1
+    if "uploads" in params:
+        return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
+    if "uploadId" in params:
+        named = {"POST": "CompleteMultipartUpload", "PUT": "UploadPart", "DELETE": "AbortMultipartUpload"}
+        return named.get(method, "ListParts")
+    if not on_object:
+        return {"GET": "ListObjectsV2", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(method, method)
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(
+        method, method
+    )
 
 
 def canned_response(fault: str, service: str) -> tuple[int, dict[str, str], bytes]:
@@ -55,13 +81,15 @@ def canned_response(fault: str, service: str) -> tuple[int, dict[str, str], byte
             "capacity.</Message></Error></Errors><RequestID>fault</RequestID></Response>"
         )
         return 500, {"Content-Type": "text/xml"}, body.encode()
-    return 500, {}, b""
+    return (503 if fault == "unavailable" else 500), {}, b""
 
 
 class FaultProxy:
-    def __init__(self, target: str, rates: dict[str, dict[str, float]], seed: int = 7) -> None:
-        """`rates`: service -> {"throttle": share, "lost": share, "error": share}."""
-        self.target, self.rates = target, rates
+    def __init__(
+        self, target: str, rates: dict[str, dict[str, float]], seed: int = 7, slow_seconds: float = 0.5
+    ) -> None:
+        """`rates`: service (or "*") -> {fault: share of that service's calls}."""
+        self.target, self.rates, self.slow_seconds = target, rates, slow_seconds
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter = Counter()
@@ -81,11 +109,17 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 match = _SCOPE.search(self.headers.get("Authorization", ""))
                 service = match.group(1) if match else "unknown"
-                action = _action(self.headers.get("X-Amz-Target", ""), body)
+                action = _action(service, self.command, self.path, self.headers.get("X-Amz-Target", ""), body)
                 fault = proxy._draw(service, action)
-                if fault in ("throttle", "error", "capacity"):
+                if fault in ("throttle", "error", "unavailable", "capacity"):
                     self._reply(*canned_response(fault, service))
                     return
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "slow":
+                    time.sleep(proxy.slow_seconds)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 response = proxy.client.request(self.command, self.path, content=body, headers=headers)
                 if fault == "lost":
@@ -128,7 +162,7 @@ class FaultProxy:
                 self.injected[(service, fault)] += 1
                 return fault
             roll = self.random.random()
-            for fault, share in self.rates.get(service, {}).items():
+            for fault, share in self.rates.get(service, self.rates.get("*", {})).items():
                 if roll < share:
                     self.injected[(service, fault)] += 1
                     return fault

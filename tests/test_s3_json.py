@@ -37,3 +37,17 @@ def test_compare_and_swap(s3) -> None:
 
 def test_missing_document(s3) -> None:
     assert read_json(s3, "docs-bucket", "nope.json") == (None, None)
+
+
+def test_a_retried_write_that_finds_its_own_bytes_succeeded(s3) -> None:
+    """What botocore's retry of a write whose answer was lost sees: the condition fails against our own
+    first attempt. Identical bytes are ours; anything else is a lost race."""
+    put_json(s3, "docs-bucket", "a.json", {"n": 1, "owner": "me"}, create=True)
+    put_json(s3, "docs-bucket", "a.json", {"n": 1, "owner": "me"}, create=True)
+    _, first = read_json(s3, "docs-bucket", "a.json")
+    put_json(s3, "docs-bucket", "a.json", {"n": 2}, etag=first)
+    put_json(s3, "docs-bucket", "a.json", {"n": 2}, etag=first)
+    with pytest.raises(ClientError) as caught:
+        put_json(s3, "docs-bucket", "a.json", {"n": 1, "owner": "someone else"}, create=True)
+    assert lost_race(caught.value)
+    assert read_json(s3, "docs-bucket", "a.json")[0] == {"n": 2}
