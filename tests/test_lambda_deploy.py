@@ -92,6 +92,20 @@ def test_same_code_and_settings_change_nothing(lam, role, calls) -> None:
     assert not {"UpdateFunctionCode", "UpdateFunctionConfiguration"} & set(calls), calls
 
 
+def test_a_create_that_finds_the_function_already_there_brings_it_up_to_date(lam, role) -> None:
+    """What a retried CreateFunction whose first answer was lost sees, or a second deploy racing ours."""
+    other = boto3.client("lambda", region_name="us-east-1")
+
+    def racing_deploy(**_) -> None:
+        lam.meta.events.unregister("before-call.lambda.CreateFunction", racing_deploy)
+        deploy(other, role, memory_mb=1024)
+
+    lam.meta.events.register("before-call.lambda.CreateFunction", racing_deploy)
+    report = deploy(lam, role)
+    assert report["action"] == "updated"  # to our memory size
+    assert lam.get_function(FunctionName=NAME)["Configuration"]["MemorySize"] == 3008
+
+
 def test_updates_old_code_and_settings(lam, role, calls) -> None:
     old = io.BytesIO()
     with zipfile.ZipFile(old, "w") as archive:

@@ -59,16 +59,22 @@ def deploy_trainer_function(
     existing = _get_function(lambda_client, function_name)
     if existing is None:
         with _role_checked(role_arn):
-            lambda_client.create_function(
-                FunctionName=function_name,
-                PackageType=package_type,
-                Code=code,
-                Tags=MANAGED_TAG,
-                **configuration,
-            )
+            try:
+                lambda_client.create_function(
+                    FunctionName=function_name,
+                    PackageType=package_type,
+                    Code=code,
+                    Tags=MANAGED_TAG,
+                    **configuration,
+                )
+            except ClientError as error:
+                # A create whose answer was lost and was retried, or another deploy first: it exists now.
+                if error_code(error) != "ResourceConflictException":
+                    raise
+                existing = _get_function(lambda_client, function_name)
         _wait(lambda_client, function_name, "function_active_v2")
         action = "created"
-    else:
+    if existing is not None:
         _check_ours(existing, function_name, package_type)
         changed = _update_code(lambda_client, existing, code)
         changed |= _update_configuration(lambda_client, existing["Configuration"], configuration)
