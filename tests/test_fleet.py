@@ -148,3 +148,43 @@ def test_an_invocation_past_the_function_timeout_is_killed(tmp_path: Path) -> No
     process = fleet.running["slow"].process
     wait_for(lambda: (fleet.schedule(), "slow" not in fleet.running)[1], timeout=10)
     assert process.poll() is not None and process.returncode < 0
+
+
+def zip_whose_code_sha256_has_a_slash() -> tuple[bytes, str]:
+    """CodeSha256 is standard base64: about half of all code hashes contain a `/`."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    for n in range(1000):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("handler.py", f"def handle(event, context):\n    return {n}\n")
+        blob = buffer.getvalue()
+        sha = base64.b64encode(hashlib.sha256(blob).digest()).decode()
+        if "/" in sha:
+            return blob, sha
+    raise AssertionError("no such zip in 1000 tries")
+
+
+def test_code_whose_hash_has_a_slash_is_stored_and_invoked(mock_clients, tmp_path: Path, monkeypatch) -> None:
+    import base64
+
+    blob, sha = zip_whose_code_sha256_has_a_slash()
+    role = "arn:aws:iam::123456789012:role/trainer"
+    mock_clients("iam").create_role(RoleName="trainer", AssumeRolePolicyDocument="{}")
+    created = mock_clients("lambda").create_function(
+        FunctionName="probe",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": blob},
+    )
+    assert created["CodeSha256"] == sha
+    fleet = Fleet("http://unused", tmp_path, 1, {"AWS_DEFAULT_REGION": "us-east-1"})
+    monkeypatch.setattr(fleet, "client", mock_clients)
+    fleet.store_code("probe", {"ZipFile": base64.b64encode(blob).decode()}, sha)
+    fleet.invoke("probe", b"{}")
+    [work] = fleet.queue
+    assert (Path(work.cwd) / "handler.py").read_text().startswith("def handle")

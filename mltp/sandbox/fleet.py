@@ -168,14 +168,18 @@ class Fleet:
             blob = self.client("s3").get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])["Body"].read()
         else:
             return  # a container image: the fleet cannot run it, and says so at invocation
-        target = self.state_dir / "functions" / sha256
+        target = self._code_dir(sha256)
         if not target.exists():
-            staging = target.with_name(f"{sha256}.{uuid.uuid4().hex}")
+            staging = target.with_name(f"{target.name}.{uuid.uuid4().hex}")
             with zipfile.ZipFile(io.BytesIO(blob)) as archive:
                 archive.extractall(staging)
             with contextlib.suppress(OSError):  # a concurrent deploy of the same code got there first
                 staging.rename(target)
         logger.info("function %s: code %s stored", function_name, sha256)
+
+    def _code_dir(self, code_sha256: str) -> Path:
+        """CodeSha256 is standard base64, whose `/` cannot be in a file name: the folder is named in hex."""
+        return self.state_dir / "functions" / base64.b64decode(code_sha256).hex()
 
     def invoke(self, function_name: str, payload: bytes) -> str:
         """Queue one asynchronous invocation; returns its request id."""
@@ -186,7 +190,7 @@ class Fleet:
                 "the sandbox fleet runs zip-packaged functions only: deploy with `mltp lambda deploy` "
                 "and no image_uri",
             )
-        code_dir = self.state_dir / "functions" / configuration["CodeSha256"]
+        code_dir = self._code_dir(configuration["CodeSha256"])
         if not code_dir.is_dir():
             raise FleetError(
                 "ResourceNotReadyException",
