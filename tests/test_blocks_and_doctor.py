@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from types import SimpleNamespace
 
 import boto3
 import httpx
@@ -70,7 +72,10 @@ def test_init_creates_buckets_and_blocks_then_is_idempotent(sandbox, aws_env) ->
     assert len(documents) == 5  # updated in place, not duplicated
     lambda_block = next(document for document in documents if document["name"] == "mltp-lambda")
     assert lambda_block["data"]["timeout_seconds"] == 300
-    assert all(check["status"] == "ok" for check in doctor(aws_env).values())
+    checks = doctor(aws_env)
+    assert all(check["status"] == "ok" for check in checks.values())
+    # The sandbox's moto speaks plain HTTP: a TLS-only bucket policy there would refuse our own requests.
+    assert checks["bucket:datasets"]["detail"].endswith("plain-HTTP endpoint, so no TLS-only policy")
 
 
 def test_secret_is_stored_as_a_secret(sandbox, aws_env) -> None:
@@ -185,6 +190,26 @@ def test_doctor_finds_a_bucket_without_encryption(sandbox, aws_env) -> None:
     assert "no default encryption" in checks["bucket:datasets"]["detail"]
     assert run_mltp("blocks", "init", env=aws_env).returncode == 0  # the fix it suggests works
     assert doctor(aws_env)["bucket:datasets"]["status"] == "ok"
+
+
+def test_doctor_flags_a_bucket_that_lets_requests_without_tls_through(mock_clients) -> None:
+    from mltp.buckets import ensure_bucket, tls_only_policy
+    from mltp.cli.doctor_cmd import _Checkup, _run
+
+    s3, account = mock_clients("s3"), "123456789012"
+    s3.create_bucket(Bucket="team-ml-data")  # an existing bucket's policy is the owner's: only reported
+    ensure_bucket(mock_clients, "team-ml-data", "us-east-1", account)
+    checkup = _Checkup(ExitStack())
+    checkup.blocks = SimpleNamespace(credentials=SimpleNamespace(get_client=mock_clients))
+    checkup.account = account
+    check = _run("bucket:datasets", lambda: checkup.bucket("team-ml-data"))
+    assert check.status == "fail"
+    assert check.detail == "s3://team-ml-data has no bucket policy denying requests without TLS"
+    assert "aws:SecureTransport is false" in check.fix
+
+    s3.put_bucket_policy(Bucket="team-ml-data", Policy=json.dumps(tls_only_policy("team-ml-data")))
+    check = _run("bucket:datasets", lambda: checkup.bucket("team-ml-data"))
+    assert check.status == "ok" and check.detail.endswith("public access blocked, TLS only")
 
 
 def test_doctor_finds_a_missing_subnet(sandbox, aws_env) -> None:

@@ -104,7 +104,11 @@ class _Checkup:
         problem = report.problem()
         if problem:
             raise CheckFailed(*problem)
-        return f"{report.s3_uri} reachable, ours, encrypted ({report.encryption}), public access blocked"
+        transport = "plain-HTTP endpoint, so no TLS-only policy" if report.plain_http else "TLS only"
+        return (
+            f"{report.s3_uri} reachable, ours, encrypted ({report.encryption}), public access blocked, "
+            f"{transport}"
+        )
 
     def ec2(self) -> str:
         settings, ec2 = self.blocks.ec2, self.clients("ec2")
