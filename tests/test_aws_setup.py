@@ -329,6 +329,7 @@ _RENAMED = {
     "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
     "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "lambda:Invoke": "lambda:InvokeFunction",
 }
 
