@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
 DEFAULT_MAX_MB = 20480  # the CLI reads MLTP_MAX_DATASET_MB
+_VERSION = re.compile(r"[0-9a-f]{16}")
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -344,7 +346,17 @@ def _manifest_or_none(s3, bucket: str, name: str, version: str) -> dict[str, Any
 def parse_reference(reference: str) -> tuple[str, str | None]:
     """`name` or `name@version`."""
     name, _, version = reference.partition("@")
-    return validate_name(name), version or None
+    return validate_name(name), validate_version(version) if version else None
+
+
+def validate_version(version: str) -> str:
+    """A version is the first 16 hex digits of the data's SHA-256: nothing else may reach a key."""
+    if not _VERSION.fullmatch(version):
+        raise DatasetError(
+            f"dataset version {version!r} is not a version: use the 16 hex digits `mltp datasets show NAME` "
+            "lists, or leave it out for the latest"
+        )
+    return version
 
 
 def list_datasets(clients: ClientFactory, bucket: str) -> list[dict[str, Any]]:
@@ -376,6 +388,7 @@ def get_manifest(
     clients: ClientFactory, bucket: str, name: str, version: str | None = None
 ) -> dict[str, Any]:
     s3 = clients("s3")
+    validate_name(name)
     if version is None:
         pointer, _ = read_json(s3, bucket, f"datasets/{name}/latest.json")
         if pointer is None:
@@ -384,7 +397,7 @@ def get_manifest(
                 s3_uri=f"s3://{bucket}/datasets/{name}/",
             )
         version = pointer["latest"]
-    manifest = _manifest_or_none(s3, bucket, name, version)
+    manifest = _manifest_or_none(s3, bucket, name, validate_version(version))
     if manifest is None:
         raise DatasetNotFoundError(
             f"dataset {name}@{version} does not exist in s3://{bucket}: "

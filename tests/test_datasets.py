@@ -149,7 +149,9 @@ def test_reading_back_gives_the_same_frame(clients, iris_csv, tmp_path, suffix) 
 def test_unknown_dataset_and_version(clients) -> None:
     with pytest.raises(DatasetNotFoundError, match="no dataset named 'ghost'"):
         datasets.get_manifest(clients, BUCKET, "ghost")
-    with pytest.raises(DatasetNotFoundError, match="ghost@abc does not exist"):
+    with pytest.raises(DatasetNotFoundError, match="ghost@0123456789abcdef does not exist"):
+        datasets.get_manifest(clients, BUCKET, "ghost", "0123456789abcdef")
+    with pytest.raises(DatasetError, match="dataset version 'abc' is not a version"):
         datasets.get_manifest(clients, BUCKET, "ghost", "abc")
 
 

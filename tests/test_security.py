@@ -832,11 +832,6 @@ def test_a_model_reference_is_parsed_or_refused_with_our_error(text) -> None:
     assert is_slug(name) and (version is None or version >= 1) and (alias is None or is_slug(alias))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mltp/datasets.py parse_reference does not validate the version: 'iris@../../models/x' "
-    "reaches S3 keys; accept only the 16 hex digits of a version",
-)
 @FUZZ
 @given(USER_TEXT)
 @example("iris@../../models/x")
@@ -850,11 +845,6 @@ def test_a_dataset_reference_keeps_its_keys_under_the_dataset(text) -> None:
     assert stays_under(f"datasets/{name}/", f"datasets/{name}/{version or 'latest'}/manifest.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mltp/datasets.py get_manifest, which the flows' `dataset` and `dataset_version` parameters "
-    "reach from the UI form and events, validates neither: validate both there",
-)
 @pytest.mark.parametrize(("name", "version"), [("../models/x", None), ("iris", "../../models/x")])
 def test_get_manifest_reads_nothing_outside_the_dataset(mock_clients, name, version) -> None:
     s3 = mock_clients("s3")
