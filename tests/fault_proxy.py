@@ -11,7 +11,8 @@ gets one of:
 - `slow`: the call is answered normally after `slow_seconds`;
 - `capacity`: EC2's `InsufficientInstanceCapacity`, without reaching moto.
 Faults can also be scripted for the next calls of one action (`proxy.script("ec2:RunInstances",
-"capacity")`; S3's actions are named from the request, e.g. `s3:CompleteMultipartUpload`). The random
+"capacity")`; S3's actions are named from the request, e.g. `s3:CompleteMultipartUpload`, and so is
+Lambda's `lambda:Invoke`). The random
 generator is seeded, so a failing run can be replayed.
 """
 
@@ -53,6 +54,8 @@ def _action(service: str, method: str, path: str, target: str, body: bytes) -> s
         return target.rsplit(".", 1)[-1]
     if service == "s3":
         return _s3_action(method, path)
+    if service == "lambda":  # REST too; the platform's calls: Invoke, and GetFunction to check the code
+        return "Invoke" if path.partition("?")[0].endswith("/invocations") else f"{method}:{path}"
     return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
 
 

@@ -18,12 +18,16 @@ import pandas as pd
 import pytest
 from sklearn import datasets as toy
 
+from mltp.sandbox.lifecycle import DATA_BUCKET, MODELS_BUCKET
 from tests.conftest import MLTP, run_mltp, start_sandbox, wait_for
 from tests.fault_proxy import FaultProxy
 from tests.test_ui import render
 
 pytestmark = pytest.mark.servers
 FAST = ["--heartbeat", "1", "--heartbeat-timeout", "5"]
+# Under injected faults a poll may retry for seconds: a short heartbeat timeout would call healthy
+# trainers lost. Detection of silent trainers is tested with FAST, on the plain sandbox.
+PATIENT = ["--heartbeat", "1", "--heartbeat-timeout", "60"]
 
 
 def ingest(sandbox, folder, frame: pd.DataFrame, stem: str) -> str:
@@ -334,36 +338,86 @@ def test_the_failure_hook_terminates_a_flow_runs_instances_from_another_process(
     assert not set(ids) & set(sandbox.live_instances())
 
 
+# A fifth of every AWS call the platform makes fails, spread over the ways production fails.
+FAULT_MIX = {"throttle": 0.06, "lost": 0.05, "unavailable": 0.03, "drop": 0.03, "slow": 0.03}
+
+
 @pytest.fixture(scope="module")
-def throttled_sandbox(tmp_path_factory):
-    """A private sandbox whose platform talks to moto through a proxy that throttles EC2 and CloudWatch
-    and loses the answers of some EC2 calls after they took effect."""
-    sandbox = start_sandbox(tmp_path_factory.mktemp("mltp-throttled"))
-    rates = {
-        "ec2": {"throttle": 0.25, "lost": 0.15},
-        "monitoring": {"throttle": 0.3},
-    }
-    with FaultProxy(sandbox.aws_endpoint_url, rates) as proxy:
+def faulty_sandbox(tmp_path_factory):
+    """A private sandbox whose platform talks to AWS through fault-injecting proxies: one in front of
+    moto (every service), one in front of the fleet's Lambda endpoint."""
+    sandbox = start_sandbox(tmp_path_factory.mktemp("mltp-faulty"))
+    with (
+        FaultProxy(sandbox.aws_endpoint_url, {"*": FAULT_MIX}) as proxy,
+        FaultProxy(sandbox.status["lambda_endpoint_url"], {"*": FAULT_MIX}, seed=11) as lambda_proxy,
+    ):
         from prefect_aws import AwsCredentials
 
+        from blocks.compute import LambdaCompute
+        from blocks.platform import CREDENTIALS, LAMBDA
         from mltp.prefect_api import activated
 
         with activated(sandbox.prefect_api_url):
-            credentials = AwsCredentials.load("mltp-aws")
+            credentials = AwsCredentials.load(CREDENTIALS)
             credentials.aws_client_parameters.endpoint_url = proxy.url
-            credentials.save("mltp-aws", overwrite=True)
+            credentials.save(CREDENTIALS, overwrite=True)
+            function = LambdaCompute.load(LAMBDA)
+            function.endpoint_url = lambda_proxy.url
+            function.save(LAMBDA, overwrite=True)
         try:
-            yield sandbox, proxy
+            yield sandbox, proxy, lambda_proxy
         finally:
             left = sandbox.live_instances()
             run_mltp("sandbox", "down", env=sandbox.env)
             assert not left, left
 
 
-def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_without_duplicates(
-    throttled_sandbox, tmp_path
+@pytest.mark.timeout(900)  # every fault costs botocore a backoff: on a loaded machine, minutes
+def test_with_a_fifth_of_aws_calls_failing_the_pipeline_completes_with_nothing_lost_or_doubled(
+    faulty_sandbox, tmp_path
 ) -> None:
-    sandbox, proxy = throttled_sandbox
+    sandbox, proxy, lambda_proxy = faulty_sandbox
+    name = ingest(sandbox, tmp_path, toy.load_wine(as_frame=True).frame, "faulty")
+    common = ["--dataset", name, "--algorithm", "random_forest", "--model-name", name, *PATIENT]
+    # besides the random faults, some on the calls a short run makes few of
+    proxy.script("ec2:DescribeInstances", "drop", "unavailable")
+    proxy.script("monitoring:GetMetricData", "lost")
+    lambda_proxy.script("lambda:Invoke", "throttle", "drop")
+    on_ec2 = train(sandbox, *common, "--grid", "n_estimators=10,20", "--compute", "ec2")
+    assert on_ec2.returncode == 0, on_ec2.stderr
+    on_lambda = train(sandbox, *common, "--param", "n_estimators=15", "--compute", "lambda")
+    assert on_lambda.returncode == 0, on_lambda.stderr
+    reports = [json.loads(on_ec2.stdout), json.loads(on_lambda.stdout)]
+
+    instances = instances_of(sandbox, reports[0]["run_id"])
+    attempts = [attempt["handle"] for job in reports[0]["jobs"] for attempt in job["attempts"]]
+    assert sorted(i["InstanceId"] for i in instances) == sorted(attempts)  # no instance twice
+    assert {i["State"]["Name"] for i in instances} == {"terminated"}
+
+    s3 = sandbox.s3()
+    data, models = DATA_BUCKET, MODELS_BUCKET
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=models, Prefix=f"models/{name}/")["Contents"]]
+    claimed = sorted(key.split("/")[3] for key in keys if key.endswith("/claim.json"))
+    recorded = sorted(key.split("/")[3] for key in keys if key.endswith("/version.json"))
+    assert claimed == recorded == ["1", "2"]  # no version lost, none doubled, no gap
+    assert [report["version"] for report in reports] == [1, 2]
+    for bucket in (data, models):
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    pointer = json.loads(s3.get_object(Bucket=data, Key=f"datasets/{name}/latest.json")["Body"].read())
+    assert len(pointer["versions"]) == 1
+
+    counts = (proxy.injected, proxy.calls, lambda_proxy.injected, lambda_proxy.calls)
+    faulted = sum(proxy.injected.values()) / sum(proxy.calls.values())
+    assert 0.1 < faulted < 0.3, counts
+    assert {fault for _, fault in proxy.injected} >= set(FAULT_MIX), counts
+    assert {service for service, _ in proxy.injected} >= {"s3", "ec2", "monitoring"}, counts
+    assert lambda_proxy.injected[("lambda", "throttle")] and lambda_proxy.injected[("lambda", "drop")], counts
+
+
+def test_a_lost_launch_answer_and_throttled_polls_still_complete_without_duplicates(
+    faulty_sandbox, tmp_path
+) -> None:
+    sandbox, proxy, _ = faulty_sandbox
     name = ingest(sandbox, tmp_path, toy.load_wine(as_frame=True).frame, "wine")
     # on top of the random faults, some that must happen: a lost RunInstances answer, throttled polls
     proxy.script("ec2:RunInstances", "lost")
@@ -378,11 +432,12 @@ def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_withou
         "n_estimators=10,20,30",
         "--compute",
         "ec2",
-        *FAST,
+        *PATIENT,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [len(job["attempts"]) for job in report["jobs"]] == [1, 1, 1]
+    attempts = [[(a["kind"], a["message"]) for a in job["attempts"]] for job in report["jobs"]]
+    assert [len(job) for job in attempts] == [1, 1, 1], attempts
     instances = instances_of(sandbox, report["run_id"])
     job_ids = sorted(next(t["Value"] for t in i["Tags"] if t["Key"] == "mltp:job-id") for i in instances)
     assert job_ids == sorted(job["job_id"] for job in report["jobs"])  # exactly one instance per job
@@ -390,11 +445,11 @@ def test_throttling_and_lost_answers_on_ec2_and_cloudwatch_still_complete_withou
     assert proxy.injected[("ec2", "lost")]
 
 
-def test_no_capacity_at_launch_is_relaunched_at_the_next_tick(throttled_sandbox, tmp_path) -> None:
-    sandbox, proxy = throttled_sandbox
+def test_no_capacity_at_launch_is_relaunched_at_the_next_tick(faulty_sandbox, tmp_path) -> None:
+    sandbox, proxy, _ = faulty_sandbox
     name = ingest(sandbox, tmp_path, toy.load_iris(as_frame=True).frame, "iris")
     proxy.script("ec2:RunInstances", "capacity")
-    result = train(sandbox, "--dataset", name, "--algorithm", "knn", "--compute", "ec2", *FAST)
+    result = train(sandbox, "--dataset", name, "--algorithm", "knn", "--compute", "ec2", *PATIENT)
     assert result.returncode == 0, result.stderr
     [job] = json.loads(result.stdout)["jobs"]
     assert [attempt["kind"] for attempt in job["attempts"]] == ["capacity", ""]
