@@ -164,9 +164,12 @@ def sniff_header(sample: bytes, label: str) -> tuple[str, list[str]]:
         counts = [len(row) for row in csv.reader(lines, delimiter=delimiter)]
         return len(set(counts)) == 1, counts[0]
 
-    scores = {delimiter: shape(delimiter) for delimiter in (",", ";", "\t")}
-    delimiter = max(scores, key=lambda d: (scores[d][1] > 1, scores[d][0], scores[d][1]))
-    names = next(csv.reader(lines[:1], delimiter=delimiter))
+    try:
+        scores = {delimiter: shape(delimiter) for delimiter in (",", ";", "\t")}
+        delimiter = max(scores, key=lambda d: (scores[d][1] > 1, scores[d][0], scores[d][1]))
+        names = next(csv.reader(lines[:1], delimiter=delimiter))
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise DatasetError(f"{label}: the header is not readable CSV ({error})", source=label) from error
     empty = [str(position + 1) for position, name in enumerate(names) if not name.strip()]
     if empty:
         raise DatasetError(

@@ -22,6 +22,8 @@ def read_input(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path} is not a readable CSV: {error}", source=str(path)) from error
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the surplus first fields an index
+        raise DatasetError(f"{path}: a data row has more fields than the header", source=str(path))
     if frame.empty:
         raise DatasetError(f"{path} has no data rows", source=str(path))
     return frame

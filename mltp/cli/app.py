@@ -6,6 +6,8 @@ import os
 import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+from typer.exceptions import Abort
 
 from mltp import __version__
 from mltp.cli import (
@@ -63,7 +65,22 @@ def main() -> None:
     # Never let Prefect start a hidden throw-away server (e.g. from a thread that lost our settings).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
     try:
-        app()  # standalone mode: typer itself handles usage errors and exits
+        # Not standalone: typer would print a usage error as a boxed panel, we print every error as one line.
+        result = app(standalone_mode=False)
     except MltpError as error:
         print(f"mltp: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+    except NoArgsIsHelpError as error:  # `mltp datasets` alone: the group's help, as in standalone mode
+        error.show()
+        sys.exit(error.exit_code)
+    except UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        print(f"mltp: error: {error.format_message()}{hint}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except ClickException as error:
+        print(f"mltp: error: {error.format_message()}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except Abort:
+        print("mltp: aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -11,6 +11,7 @@ from mltp import registry
 from mltp.cli.context import prefect_connection
 from mltp.cli.models_cmd import models_bucket
 from mltp.cli.output import console, emit_json
+from mltp.errors import ConfigError
 from mltp.predict import predict_frame, read_input
 
 
@@ -22,6 +23,8 @@ def predict(
 ) -> None:
     """Predict every row: the input's columns + `prediction` (+ `probability_<class>` for classifiers)."""
     name, version, alias = registry.parse_model_ref(reference)
+    if not output.parent.is_dir():
+        raise ConfigError(f"cannot write {output}: the folder {output.parent} does not exist")
     frame = read_input(input_csv)
     with prefect_connection():
         s3, bucket = models_bucket()

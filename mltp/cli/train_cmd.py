@@ -16,6 +16,7 @@ from mltp.jobs import expand_grid, parse_grid, parse_params
 from mltp.monitor import MonitorSettings
 from mltp.planning import ComputePlan
 from mltp.trainer.algorithms import get_algorithm
+from mltp.trainer.spec import TASKS
 
 DATASET = typer.Option(..., "--dataset", help="NAME or NAME@VERSION of an ingested dataset.")
 ALGORITHM = typer.Option(..., "--algorithm", help="e.g. random_forest, hist_gradient_boosting, ridge, knn.")
@@ -51,7 +52,7 @@ def plan(
     json: bool = JSON,
 ) -> None:
     """Where a training job would run, how big, how long, what it would cost, and why."""
-    _check_compute(compute)
+    _check_choices(compute, task)
     name, version = parse_reference(dataset)
     candidates = expand_grid(parse_params(param), parse_grid(grid))
     with prefect_connection():
@@ -118,7 +119,12 @@ def train(
     json: bool = JSON,
 ) -> None:
     """Train through the `train-model` flow on the planned compute, register the best model, report."""
-    _check_compute(compute)
+    _check_choices(compute, task)
+    if heartbeat >= heartbeat_timeout:
+        raise ConfigError(
+            f"--heartbeat {heartbeat:g} must be below --heartbeat-timeout {heartbeat_timeout:g}: every "
+            "trainer would be called lost between two heartbeats"
+        )
     get_algorithm(algorithm)  # the flow's parameter check would say it less clearly
     name, version = parse_reference(dataset)
     # Prefect's console handler would print tracebacks; the run's log lines are echoed below instead.
@@ -169,6 +175,9 @@ def train(
         console.print(f"not registered{gate}: {best['model_uri']}")
 
 
-def _check_compute(compute: str) -> None:
+def _check_choices(compute: str, task: str | None) -> None:
+    """What the flow's parameter check would refuse with a traceback."""
     if compute not in COMPUTE_CHOICES:
         raise ConfigError(f"--compute {compute!r}: use {', '.join(COMPUTE_CHOICES)}")
+    if task not in (None, *TASKS):
+        raise ConfigError(f"--task {task!r}: use {' or '.join(TASKS)}, or leave it out to infer it")

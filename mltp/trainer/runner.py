@@ -7,6 +7,7 @@ or the infrastructure did.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -14,6 +15,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from typing import Any
@@ -150,7 +152,8 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
     for line in plan.choices():
         logger.info("feature choice: %s", line)
     X = X[plan.used]
-    splits = _splits(spec, X, y)
+    with _user_data_errors(f"{len(y):,} rows cannot be split for scoring"):
+        splits = _splits(spec, X, y)
     telemetry.progress(0.15, "data prepared")
     loaded_s = time.monotonic() - started
     progress = _Progress(telemetry, len(spec.candidates) * len(splits))
@@ -159,17 +162,18 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
         _check_deadline(spec, f"before candidate {number}")
         fold_metrics, model = [], None
         for train_rows, test_rows in splits:
-            model = fit_pipeline(
-                spec,
-                params,
-                X.iloc[train_rows],
-                y.iloc[train_rows],
-                plan,
-                lambda fraction, n=number: progress.within_unit(fraction, f"candidate {n}: fitting"),
-            )
-            fold_metrics.append(
-                evaluate(model, X.iloc[test_rows], y.iloc[test_rows], spec.task, spec.metrics)
-            )
+            with _user_data_errors(f"candidate {number} {params} cannot be fitted on this data"):
+                model = fit_pipeline(
+                    spec,
+                    params,
+                    X.iloc[train_rows],
+                    y.iloc[train_rows],
+                    plan,
+                    lambda fraction, n=number: progress.within_unit(fraction, f"candidate {n}: fitting"),
+                )
+                fold_metrics.append(
+                    evaluate(model, X.iloc[test_rows], y.iloc[test_rows], spec.task, spec.metrics)
+                )
             progress.unit_done(f"candidate {number} scored")
         metrics = {
             name: round(float(np.nanmean([m[name] for m in fold_metrics])), 6) for name in fold_metrics[0]
@@ -180,6 +184,11 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
             spec.primary_metric, metrics[spec.primary_metric], best["metrics"][spec.primary_metric]
         ):
             best, best_model = scored[-1], model
+    if not math.isfinite(best["metrics"][spec.primary_metric]):
+        raise TrainingInputError(
+            f"{spec.primary_metric} is undefined on the {len(y):,} rows held out for scoring: add rows, "
+            "or score with --folds"
+        )
     if spec.validation.kind == "kfold":  # scores came from the folds; the model learns from every row
         telemetry.progress(0.92, "refitting the best candidate on all rows")
         best_model = fit_pipeline(spec, best["params"], X, y, plan, lambda fraction: None)
@@ -193,6 +202,16 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
         "timings": {"load_s": round(loaded_s, 3), "fit_s": round(time.monotonic() - started - loaded_s, 3)},
         "dataset": {key: manifest[key] for key in ("name", "version", "sha256", "rows")},
     }
+
+
+@contextlib.contextmanager
+def _user_data_errors(what: str) -> Iterator[None]:
+    """scikit-learn raises ValueError for data it cannot use (too few rows per class or for the
+    neighbours, infinite values, no feature left): the user's to fix, in one line."""
+    try:
+        yield
+    except ValueError as error:
+        raise TrainingInputError(f"{what}: {str(error).splitlines()[0]}") from error
 
 
 def _check_deadline(spec: JobSpec, where: str) -> None:

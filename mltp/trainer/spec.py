@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,6 +12,8 @@ SPEC_VERSION = 1
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
 REGRESSION_METRICS = ("r2", "rmse", "mae")
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+Task = Literal["classification", "regression"]
+TASKS: tuple[str, ...] = get_args(Task)
 _JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 
 
@@ -32,7 +34,7 @@ class JobSpec(BaseModel):
     job_id: str
     dataset_manifest_uri: str = Field(pattern=r"^s3://[^/]+/.+/manifest\.json$")
     target: str
-    task: Literal["classification", "regression"]
+    task: Task
     algorithm: str
     candidates: list[dict[str, Any]] = Field(
         default_factory=lambda: [{}], min_length=1, description="One hyperparameter set, or a grid shard"
