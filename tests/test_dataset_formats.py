@@ -122,7 +122,11 @@ def test_bad_rows(data, message) -> None:
         rows_of(data)
 
 
-@pytest.mark.parametrize("data", [b"not gzip at all", gzip.compress(b"a,b\n1,2\n" * 1000)[:-20]])
+@pytest.mark.parametrize(
+    "data",
+    [b"not gzip at all", gzip.compress(b"a,b\n1,2\n" * 1000, mtime=0)[:-20]],
+    ids=["not-gzip", "truncated"],  # every xdist worker must collect the same ids
+)
 def test_corrupt_gzip(data) -> None:
     with pytest.raises(DatasetError, match="is not a valid gzip file"):
         rows_of(data, FileFormat("csv", "gzip", ".csv.gz"))
