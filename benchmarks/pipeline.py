@@ -1,6 +1,7 @@
 """The pipeline suite: what the `train-model` flow adds around the trainer. `mltp train --json` on a small
 dataset, each run a fresh command against one warm private sandbox, Lambda and EC2 interleaved; the
-trainer's own time (its status.json `duration_s`) next to the flow's (the report's `duration_s`)."""
+trainer's own time (its status.json `duration_s`) next to the flow's (the report's `duration_s`). Then the
+cold start: the first `mltp train` in a just-started sandbox, next to a plain scikit-learn script."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from sklearn.datasets import load_breast_cancer
 
 from benchmarks.flow_timeline import Timeline, breakdown, seconds, timeline
 from benchmarks.harness import MLTP, measure, sandbox
-from benchmarks.report import DASH
+from benchmarks.report import DASH, Row
+from benchmarks.report import table as figure_table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
 from mltp.aws import ClientFactory
@@ -30,6 +32,7 @@ from mltp.sandbox.lifecycle import MODELS_BUCKET, Sandbox
 DATASET = "breast-cancer"
 BACKENDS = ("lambda", "ec2")
 REPS = 5
+COLD_REPS = 3
 TRAIN = ["train", "--dataset", DATASET, "--algorithm", "random_forest", "--param", "n_estimators=50"]
 PACKAGES = ("prefect", "scikit-learn", "boto3", "moto")
 
@@ -52,6 +55,8 @@ class Runs:
     backends: dict[str, list[Run]] = field(default_factory=lambda: {backend: [] for backend in BACKENDS})
     warm_up: Run | None = None
     trainer_start_s: list[float] = field(default_factory=list)
+    cold: dict[str, list[Run]] = field(default_factory=lambda: {backend: [] for backend in BACKENDS})
+    plain_s: list[float] = field(default_factory=list)
 
 
 def wheels(s3) -> int:
@@ -98,13 +103,30 @@ def _print(label: str, run: Run) -> None:
     )
 
 
-def measure_all(env: dict[str, str], endpoint: str, scratch: Path) -> Runs:
-    api_url = Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url
-    clients = functools.cache(sandbox_clients(endpoint))
-    path = scratch / f"{DATASET}.csv"
-    load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
+def ingested(env: dict[str, str], endpoint: str, path: Path) -> tuple[ClientFactory, str]:
+    """The sandbox's clients and Prefect API, once the dataset is ingested into it."""
     ingest = [MLTP, "datasets", "ingest", path, "--name", DATASET, "--target", "target", "--json"]
     subprocess.run(ingest, env=env, capture_output=True, check=True)
+    return functools.cache(sandbox_clients(endpoint)), Sandbox(
+        Path(env["MLTP_HOME"])
+    ).endpoints().prefect_api_url
+
+
+def measure_cold(runs: Runs, path: Path) -> None:
+    """In each new sandbox, the first run on each backend: nothing is warm but the OS's file cache."""
+    for rep in range(COLD_REPS):
+        with sandbox() as (endpoint, env):
+            clients, api_url = ingested(env, endpoint, path)
+            for backend in BACKENDS:
+                run = train(backend, env, clients, api_url)
+                runs.cold[backend].append(run)
+                _print(f"{backend} cold {rep + 1}/{COLD_REPS}", run)
+        plain = [sys.executable, "-m", "benchmarks.plain_forest", path]
+        runs.plain_s.append(measure(plain, env, timed_inside=False, json_stdout=True).seconds)
+
+
+def measure_all(env: dict[str, str], endpoint: str, path: Path) -> Runs:
+    clients, api_url = ingested(env, endpoint, path)
     runs = Runs(warm_up=train("ec2", env, clients, api_url))
     _print("ec2 warm-up", runs.warm_up)
     for rep in range(REPS):
@@ -131,6 +153,44 @@ def table(runs: Runs) -> str:
             f"| {seconds([r.command_s for r in measured])} |"
         )
     return "\n".join(lines)
+
+
+def cold_table(runs: Runs) -> str:
+    rows = [
+        Row(
+            f"cold `mltp train --compute {backend}`: the first run in a new sandbox vs a plain script "
+            f"({COLD_REPS} each)",
+            [run.command_s for run in runs.cold[backend]],
+            runs.plain_s,
+            "s",
+        )
+        for backend in BACKENDS
+    ]
+    rows += [
+        Row(
+            f"cold vs warm `mltp train --compute {backend}` ({COLD_REPS} vs {REPS} runs)",
+            [run.command_s for run in runs.cold[backend]],
+            [run.command_s for run in runs.backends[backend]],
+            "s",
+        )
+        for backend in BACKENDS
+    ]
+    built = sum(run.wheel_built for run in runs.cold["ec2"])
+    return "\n".join(
+        [
+            "### Cold start",
+            "",
+            f"{COLD_REPS} times: `mltp sandbox up` on free ports, ingest the dataset, then time the first "
+            "`mltp train` of the new sandbox on Lambda, then the first on EC2 (which builds and uploads "
+            f"the trainer wheel: it did in {built} of {COLD_REPS}), each the whole command from its spawn "
+            "to its exit, the same command as above. The plain script (benchmarks/plain_forest.py) is a "
+            "fresh process too, timed the same way: pandas reads the CSV from local disk, the same 80/20 "
+            "stratified split, `RandomForestClassifier(n_estimators=50)`, holdout accuracy; it does no "
+            "I/O to S3, no Prefect run, no compute launch.",
+            "",
+            figure_table(rows),
+        ]
+    )
 
 
 def header() -> str:
@@ -168,7 +228,7 @@ def _by_polls(runs: Runs) -> str:
     )
 
 
-def footnotes(runs: Runs, total_seconds: float) -> str:
+def footnotes(runs: Runs) -> str:
     measured = [run for backend in runs.backends.values() for run in backend]
     rebuilt = [
         f"{backend} run {number}"
@@ -213,8 +273,6 @@ def footnotes(runs: Runs, total_seconds: float) -> str:
             f"{', '.join(rebuilt) or 'none'}.",
             "",
             f"moto, the Prefect server, the fleet and the trainer share the same {os.cpu_count()} cores.",
-            "",
-            f"Whole suite (sandbox start and stop included): {total_seconds / 60:.1f} min.",
         ]
     )
 
@@ -222,7 +280,13 @@ def footnotes(runs: Runs, total_seconds: float) -> str:
 def run() -> Section:
     started = time.monotonic()
     print("pipeline: starting a private sandbox ...", file=sys.stderr, flush=True)
-    with sandbox() as (endpoint, env), tempfile.TemporaryDirectory(prefix="mltp-bench-data-") as scratch:
-        runs = measure_all(env, endpoint, Path(scratch))
-    body = [header(), table(runs), footnotes(runs, time.monotonic() - started)]
+    with tempfile.TemporaryDirectory(prefix="mltp-bench-data-") as scratch:
+        path = Path(scratch) / f"{DATASET}.csv"
+        load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
+        with sandbox() as (endpoint, env):
+            runs = measure_all(env, endpoint, path)
+        print("pipeline: cold starts, each in a new sandbox ...", file=sys.stderr, flush=True)
+        measure_cold(runs, path)
+    total = f"Whole suite (sandbox starts and stops included): {(time.monotonic() - started) / 60:.1f} min."
+    body = [header(), table(runs), footnotes(runs), cold_table(runs), total]
     return Section("pipeline", "\n\n".join(body))
