@@ -13,7 +13,9 @@ A version exists when its `version.json` does: registration first reads the trai
 sha256 and types (a refused file claims no number), then claims the number, stores those same bytes and
 writes that document last, so a registration that fails in between (a failed upload, a crash) leaves a
 claim without a document. Such a number is never reused (the next registration counts past it), never
-listed, and `get_version` names it as incomplete; a failed upload removes its own model file.
+listed, and `get_version` names it as incomplete; a failed upload removes its own model file. Before
+writing the document it checks that the claim, the model and the approval are all still there; if the
+claim vanished (an emptied bucket, a restarted sandbox) it removes what it wrote and fails.
 
 Loading reads the bytes, checks their sha256 against the version's, then checks that every type named in
 the skops file is in `TRUSTED_TYPES` before skops builds anything. Nothing is ever unpickled.
@@ -35,9 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import skops.io as sio
 from botocore.exceptions import ClientError
-from skops.io.exceptions import UntrustedTypesFoundException
 
 from mltp.aws import error_code
 from mltp.datasets import split_s3_uri
@@ -46,6 +46,7 @@ from mltp.s3_json import SSE, lost_race, put_json, read_json
 
 APPROVAL_STATES = ("PendingManualApproval", "Approved", "Rejected")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+VERSION_PARTS = ("claim.json", "model.skops", "approval.json")  # what version.json vouches for
 _CLAIM_ATTEMPTS = 64
 _CAS_ATTEMPTS = 30
 
@@ -118,6 +119,10 @@ class AliasRaceError(RegistryError):
     """The alias no longer points where the caller expected: someone else moved it."""
 
 
+class RegistrationInterrupted(MltpError):
+    """What a registration wrote vanished before it finished: the store changed under it."""
+
+
 class TamperedModelError(MltpError):
     """The model file is not the one registered (sha256), or names a type we do not trust."""
 
@@ -140,7 +145,7 @@ class ModelVersion:
 
 
 def _slug(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SLUG.match(value):
+    if not isinstance(value, str) or not _SLUG.fullmatch(value):
         raise RegistryError(
             f"invalid {what} {value!r}: use 1-63 lowercase letters, digits and hyphens, starting with a "
             "letter or digit"
@@ -158,7 +163,7 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
     name, colon, version = name.partition(":")
     if at and colon:
         raise RegistryError(f"{ref!r}: give NAME:VERSION or NAME@ALIAS, not both")
-    if colon and not (version.isdigit() and int(version) > 0):
+    if colon and not (re.fullmatch(r"[0-9]+", version) and int(version) > 0):
         raise RegistryError(f"{ref!r}: the version after ':' must be a positive whole number")
     return validate_model_name(name), int(version) if colon else None, _slug(alias, "alias") if at else None
 
@@ -232,12 +237,20 @@ def _event(action: str, actor: str, reason: str | None, **fields: Any) -> dict[s
     return {"at": _now(), "actor": actor, "action": action, **fields, "reason": reason}
 
 
+def _skops():
+    """skops.io imports scikit-learn and scans it for trusted types (seconds): only when a model is read,
+    not in every `mltp` command and flow run that imports the registry."""
+    import skops.io
+
+    return skops.io
+
+
 def _types_in(data: bytes) -> list[str]:
     """Every type the skops file names, without building any object; refuses what is not skops."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             schema = json.loads(archive.read("schema.json"))
-        untrusted = sio.get_untrusted_types(data=data)
+        untrusted = _skops().get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, ValueError) as error:
         raise TamperedModelError(f"not a skops file ({error}): refusing to load it") from error
     found: set[str] = set(untrusted)
@@ -318,6 +331,7 @@ def register_version(
     )
     document = registered.as_dict()
     del document["approval"]  # it changes: approval.json holds it
+    _require_parts(s3, bucket, name, version)
     put_json(s3, bucket, _version_key(name, version, "version.json"), document, create=True)
     _append_audit(
         s3,
@@ -345,6 +359,28 @@ def _claim_number(s3, bucket: str, name: str, actor: str, sha256: str) -> int:
     raise RegistryError(
         f"could not claim a version number for {name!r} after {_CLAIM_ATTEMPTS} attempts: "
         "too many concurrent registrations, try again"
+    )
+
+
+def _require_parts(s3, bucket: str, name: str, version: int) -> None:
+    """version.json vouches for the claim, the model and the approval: all must still be there before it
+    is written. When the claim is gone (an emptied bucket, a restarted sandbox) the number is no longer
+    ours, so what this registration wrote under it is removed: nothing half-registered stays behind."""
+    prefix = _version_key(name, version, "")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    present = {entry["Key"].removeprefix(prefix) for entry in listing.get("Contents", [])}
+    missing = [part for part in VERSION_PARTS if part not in present]
+    if not missing:
+        return
+    claim_lost = "claim.json" in missing
+    if claim_lost:
+        for part in sorted(present & {"model.skops", "approval.json"}):
+            s3.delete_object(Bucket=bucket, Key=prefix + part)
+    left = "nothing was registered" if claim_lost else f"version {version} stays incomplete"
+    raise RegistrationInterrupted(
+        f"registering {name!r} version {version} was interrupted: {', '.join(missing)} vanished from "
+        f"s3://{bucket}/{prefix} meanwhile (was the bucket emptied, or the sandbox restarted?); {left}: "
+        "train again"
     )
 
 
@@ -391,6 +427,12 @@ def get_version(
     return _read_version(s3, bucket, name, version)
 
 
+def version_numbers(s3, bucket: str, name: str) -> tuple[set[int], set[int]]:
+    """(claimed, complete) version numbers of the model; a claimed one that is not complete is a
+    registration that never finished."""
+    return _listing(s3, bucket, validate_model_name(name))
+
+
 def list_versions(s3, bucket: str, name: str) -> list[ModelVersion]:
     complete = _listing(s3, bucket, name)[1]
     if not complete:
@@ -401,7 +443,7 @@ def list_versions(s3, bucket: str, name: str) -> list[ModelVersion]:
 def list_models(s3, bucket: str) -> list[dict]:
     models = []
     for name in _model_names(s3, bucket):
-        if not _SLUG.match(name):
+        if not _SLUG.fullmatch(name):
             continue  # not written by us: nothing to report
         complete = _listing(s3, bucket, name)[1]
         if complete:
@@ -527,7 +569,9 @@ def load_model(
             "it was changed or replaced; refusing to load it"
         )
     check_trusted(data, f"the model file of {label}")
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     try:
-        return sio.loads(data, trusted=TRUSTED_TYPES), found
+        return _skops().loads(data, trusted=TRUSTED_TYPES), found
     except UntrustedTypesFoundException as error:
         raise TamperedModelError(f"the model file of {label} has untrusted types: {error}") from error

@@ -804,10 +804,6 @@ def test_a_model_name_never_takes_a_key_out_of_the_models_prefix(text) -> None:
     assert stays_under(f"models/{text}/", key) and stays_under("models/", key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mltp/registry.py `_SLUG.match` with `$` accepts a trailing newline ('abc\\n'): use fullmatch",
-)
 @FUZZ
 @given(USER_TEXT)
 @example("abc\n")
@@ -816,11 +812,6 @@ def test_a_model_name_or_alias_is_a_slug_or_refused(text) -> None:
     refused_or_slug(lambda alias: registry.parse_model_ref(f"model@{alias}")[2], text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mltp/registry.py parse_model_ref: '²'.isdigit() is True but int('²') raises ValueError "
-    "(a traceback in the CLI): match the version with [0-9]+; and aliases keep a trailing newline",
-)
 @FUZZ
 @given(USER_TEXT)
 @example("model:²")
