@@ -1,13 +1,13 @@
-"""`make bench`: `python -m benchmarks [ingest|trainer|monitor|pipeline|deployments ...]` runs the named
-suites (all by default, in order) against private sandboxes, writes their sections of benchmarks/RESULTS.md
-and prints them."""
+"""`make bench`: `python -m benchmarks [ingest|trainer|monitor|pipeline|deployments|load ...]` runs the
+named suites (all by default, in order) against private sandboxes, writes their sections of
+benchmarks/RESULTS.md and prints them."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-from benchmarks import deployments, ingest, monitor, pipeline, trainer
+from benchmarks import deployments, ingest, load, monitor, pipeline, trainer
 from benchmarks.results import RESULTS, Section, write
 
 SUITES: dict[str, Callable[[], Section]] = {
@@ -16,6 +16,7 @@ SUITES: dict[str, Callable[[], Section]] = {
     "monitor": monitor.run,
     "pipeline": pipeline.run,
     "deployments": deployments.run,
+    "load": load.run,
 }
 
 

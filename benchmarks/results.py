@@ -18,16 +18,17 @@ TITLES = {  # suite -> section heading, in file order
     "monitor": "Monitor: API calls per tick",
     "pipeline": "Pipeline overhead",
     "deployments": "Deployments: event-to-run and watcher latency",
+    "load": "Load: pipelines started at once",
 }
 LEGACY_TITLE = "# Dataset ingestion benchmark"  # the file before it had sections: all of it was ingestion
 PREAMBLE = "\n".join(
     [
         "# Benchmarks",
         "",
-        "`make bench` (`python -m benchmarks`) runs every suite against a private sandbox and rewrites this "
-        "file; `python -m benchmarks SUITE...` (ingest, trainer, monitor, pipeline, deployments) reruns the "
-        "named suites and keeps the other sections as they were, so each section says when and where it was "
-        "measured.",
+        "`make bench` (`python -m benchmarks`) runs every suite against a private sandbox and rewrites "
+        "this file; `python -m benchmarks SUITE...` (ingest, trainer, monitor, pipeline, deployments, load) "
+        "reruns the named suites and keeps the other sections as they were, so each section says when and "
+        "where it was measured.",
     ]
 )
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import httpx
+from botocore.exceptions import ClientError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import get_run_context
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import Field
 
@@ -39,9 +44,10 @@ from flows.parameters import (
     Task,
     document_parameters,
 )
+from mltp.aws import error_code
 from mltp.compute.base import CapacityError, JobLaunch
 from mltp.compute.ec2 import tagged_instances, terminate_instances
-from mltp.errors import MltpError
+from mltp.errors import BucketError, MltpError
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds
@@ -152,20 +158,21 @@ def train_model(
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None
     backend = make_backend(blocks, plan, code)
     watch = _Watch(blocks, backend, prepared, str(flow_run.id), monitoring)
-    try:
-        watch.run()
-    finally:
-        live = [shard.launched for shard in shards if shard.launched is not None]
-        if live:
-            terminate_compute(backend, live)
-    best = best_shard(shards, shards[0].spec.primary_metric)
-    report = _report(prepared, watch, best, name, time.monotonic() - started)
-    if best is not None:
-        report["summary"] = read_summary(blocks, best)
-    _publish_report(report)
-    report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
-    if best is not None and register_best:
-        report.update(_register(blocks, name, report, gate, promote, str(flow_run.id)))
+    with _vanished_buckets_named():
+        try:
+            watch.run()
+        finally:
+            live = [shard.launched for shard in shards if shard.launched is not None]
+            if live:
+                terminate_compute(backend, live)
+        best = best_shard(shards, shards[0].spec.primary_metric)
+        report = _report(prepared, watch, best, name, time.monotonic() - started)
+        if best is not None:
+            report["summary"] = read_summary(blocks, best)
+        _publish_report(report)
+        report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
+        if best is not None and register_best:
+            report.update(_register(blocks, name, report, gate, promote, str(flow_run.id)))
     if best is None:
         failed = next(shard for shard in shards if shard.outcome == "failed")
         raise TrainingFailed(
@@ -184,6 +191,23 @@ def train_model(
         report["duration_s"],
     )
     return report
+
+
+@contextmanager
+def _vanished_buckets_named() -> Iterator[None]:
+    """A bucket that vanished while the run went on (deleted, or a sandbox restarted with an empty
+    store) ends the run with one line naming it, not with the traceback of whichever call hit it first."""
+    try:
+        yield
+    except ClientError as error:
+        if error_code(error) != "NoSuchBucket":
+            raise
+        bucket = error.response.get("Error", {}).get("BucketName") or "a bucket of the run"
+        raise BucketError(
+            f"the bucket {bucket} vanished while the run went on (deleted, or the sandbox restarted): "
+            "nothing was registered; recreate it (`mltp blocks init`, or `mltp sandbox up`) and train again",
+            s3_uri=f"s3://{bucket}",
+        ) from error
 
 
 class _Watch:
@@ -307,9 +331,7 @@ class _Watch:
                 self._launch(shard)
             return
         if verdict.outcome == "lost":
-            verdict = Verdict(
-                "failed", verdict.kind, f"{verdict.message} (after {len(shard.attempts)} attempts)"
-            )
+            verdict = Verdict("failed", verdict.kind, f"{verdict.message} ({shard.attempts_note()})")
         shard.finish(verdict, status)
         level = self.logger.info if shard.outcome == "succeeded" else self.logger.error
         level(
@@ -325,9 +347,14 @@ class _Watch:
         if self.first_progress is None and overall > 0:
             self.first_progress = (now, overall)
         eta = eta_seconds(self.first_progress, (now, overall)) if self.first_progress else None
-        update_progress_artifact(
-            self.artifact, 100.0 * overall, description=self._describe_progress(overall, eta)
-        )
+        try:
+            update_progress_artifact(
+                self.artifact, 100.0 * overall, description=self._describe_progress(overall, eta)
+            )
+        except (httpx.HTTPError, PrefectHTTPStatusError) as error:
+            # Only a display: a Prefect API down for longer than its client's retries (a restarted
+            # server) must not end a run whose compute is paid for. The next tick shows it again.
+            self.logger.warning("progress not shown: the Prefect API did not answer (%s)", error)
 
     def _describe_progress(self, overall: float, eta: float | None) -> str:
         done = sum(shard.outcome == "succeeded" for shard in self.shards)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
+from mltp.aws import error_code
 from mltp.compute.base import Backend, ComputeState, Launched
 from mltp.s3_json import read_json
 from mltp.trainer.telemetry import LOG_GROUP, NAMESPACE
@@ -171,13 +173,20 @@ def _log_lines(logs, streams: list[str], cursor: LogCursor, limit: int) -> tuple
         return [], False
     events, more = [], False
     for first in range(0, len(streams), STREAMS_PER_CALL):
-        response = logs.filter_log_events(
-            logGroupName=LOG_GROUP,
-            logStreamNames=streams[first : first + STREAMS_PER_CALL],
-            startTime=cursor.after_ms,
-            limit=min(limit + len(cursor.seen_at_last), 10_000),
-            interleaved=True,
-        )
+        try:
+            response = logs.filter_log_events(
+                logGroupName=LOG_GROUP,
+                logStreamNames=streams[first : first + STREAMS_PER_CALL],
+                startTime=cursor.after_ms,
+                limit=min(limit + len(cursor.seen_at_last), 10_000),
+                interleaved=True,
+            )
+        except ClientError as error:
+            # The group or a stream is gone (deleted, or an endpoint that lost its state): relaying is
+            # best effort, and the verdicts come from the compute, the statuses and the heartbeats.
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            continue
         events += response.get("events", [])
         more = more or bool(response.get("nextToken"))
     lines = []

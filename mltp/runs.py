@@ -58,10 +58,13 @@ class Shard:
         return self.outcome in ("pending", "running")
 
     def record_attempt(self, verdict: Verdict) -> None:
+        """Keep the attempt and when it was settled: how fast a loss was seen shows in the report."""
         self.attempts.append(
             {
                 "job_id": self.spec.job_id,
                 "handle": self.launched.handle if self.launched else None,
+                "launched_at": _iso(self.launched.launched_at) if self.launched else None,
+                "settled_at": _iso(datetime.now(UTC)),
                 "outcome": verdict.outcome,
                 "kind": verdict.kind,
                 "message": verdict.message,
@@ -73,6 +76,13 @@ class Shard:
         self.kind, self.message, self.status = verdict.kind, verdict.message, status
         if self.outcome == "succeeded":
             self.progress = 1.0
+
+    def attempts_note(self) -> str:
+        """How many attempts were made, and the first one's fate when it differs from the last's: the
+        later losses may only be consequences (relaunches that cannot boot once the inputs are gone)."""
+        first, last = self.attempts[0], self.attempts[-1]
+        note = f"after {len(self.attempts)} attempts"
+        return note if _cause(first) == _cause(last) else f"{note}; the first: {first['message']}"
 
     def may_relaunch(self, verdict: Verdict, max_relaunches: int) -> bool:
         return verdict.kind in RELAUNCHABLE and len(self.attempts) <= max_relaunches
@@ -92,6 +102,10 @@ class Shard:
             "duration_s": status.get("duration_s"),
             "attempts": self.attempts,
         }
+
+
+def _cause(attempt: dict[str, Any]) -> str:
+    return attempt["message"].replace(attempt["handle"] or "", "")
 
 
 def best_shard(shards: list[Shard], primary_metric: str) -> Shard | None:
@@ -125,3 +139,7 @@ def write_run_record(s3, bucket: str, run_id: str, record: dict[str, Any]) -> No
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")

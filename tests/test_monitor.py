@@ -211,3 +211,12 @@ def test_log_relay_stops_at_the_limit_and_resumes(mock_clients) -> None:
     assert more
     messages = [line for _, _, line in first + second + third]
     assert messages == [f"line {i}" for i in range(25)]
+
+
+def test_log_relay_of_a_vanished_log_group_relays_nothing_instead_of_failing_the_poll(mock_clients) -> None:
+    from mltp.monitor import _log_lines
+
+    logs = mock_clients("logs")  # no log group: deleted, or an endpoint that lost its state
+    cursor = LogCursor(after_ms=0)
+    assert _log_lines(logs, ["run-s1-a1"], cursor, 10) == ([], False)
+    assert cursor.after_ms == 0

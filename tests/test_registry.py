@@ -334,3 +334,34 @@ def test_trusted_types_cover_what_skops_reports_for_a_trained_pipeline(clients, 
     assert set(sio.get_untrusted_types(data=data)) <= set(registry.TRUSTED_TYPES)
     registry.check_trusted(data, "wine")
     assert registry.cli_actor().startswith("cli:") and "@" in registry.cli_actor()
+
+
+def test_a_registration_whose_claim_vanished_meanwhile_fails_and_leaves_nothing(s3, small) -> None:
+    """The store was emptied between the claim and the document (a restarted sandbox): version.json must
+    not vouch for files that are gone, and the number's leftovers must not block it."""
+    prefix = "models/wiped/versions/1/"
+
+    def empty_the_store(**request) -> None:
+        if request["params"]["Key"].endswith("approval.json"):
+            s3.delete_object(Bucket=MODELS, Key=f"{prefix}claim.json")
+            s3.delete_object(Bucket=MODELS, Key=f"{prefix}model.skops")
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", empty_the_store)
+    with pytest.raises(registry.RegistrationInterrupted, match=r"claim.json, model.skops vanished.*nothing"):
+        register(s3, "wiped", *small)
+    s3.meta.events.unregister("provide-client-params.s3.PutObject", empty_the_store)
+    assert s3.list_objects_v2(Bucket=MODELS, Prefix="models/wiped/")["KeyCount"] == 0
+    assert register(s3, "wiped", *small).version == 1
+
+
+def test_a_registration_whose_model_vanished_keeps_its_claim_and_writes_no_document(s3, small) -> None:
+    def lose_the_model(**request) -> None:
+        if request["params"]["Key"].endswith("approval.json"):
+            s3.delete_object(Bucket=MODELS, Key="models/lost/versions/1/model.skops")
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", lose_the_model)
+    with pytest.raises(registry.RegistrationInterrupted, match=r"model.skops vanished.*version 1 stays"):
+        register(s3, "lost", *small)
+    s3.meta.events.unregister("provide-client-params.s3.PutObject", lose_the_model)
+    assert registry.version_numbers(s3, MODELS, "lost") == ({1}, set())  # incomplete, never reused
+    assert register(s3, "lost", *small).version == 2

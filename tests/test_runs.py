@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from mltp.compute.base import Launched
 from mltp.monitor import Verdict
 from mltp.runs import Shard, attempt_spec, best_shard, job_id_of, observed_cost_usd, split_candidates
 from mltp.trainer.spec import JobSpec
@@ -85,3 +88,34 @@ def test_observed_cost() -> None:
     )
     assert observed_cost_usd("lambda", None, 2048, [10.0]) == pytest.approx(10 * 2 * 0.0000166667, abs=1e-6)
     assert observed_cost_usd("local", None, 0, [100.0]) == 0.0
+
+
+def test_an_attempt_records_when_it_was_launched_and_settled() -> None:
+    shard = Shard(1, [{}], spec())
+    launched_at = datetime.now(UTC) - timedelta(seconds=30)
+    shard.launched = Launched("run-x-s1-a1", "ec2", 1, launched_at, "i-1")
+    before = datetime.now(UTC)
+    shard.record_attempt(Verdict("lost", "lost", "instance i-1 is terminated"))
+    [attempt] = shard.attempts
+    assert abs(datetime.fromisoformat(attempt["launched_at"]) - launched_at) < timedelta(milliseconds=1)
+    settled_at = datetime.fromisoformat(attempt["settled_at"])
+    assert before - timedelta(milliseconds=1) <= settled_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("messages", "note"),
+    [
+        (["instance i-1 vanished"], "after 1 attempts"),
+        (["instance i-1 is terminated", "instance i-2 is terminated"], "after 2 attempts"),
+        (
+            ["no heartbeat for 9 s", "instance i-2 is terminated", "instance i-3 is terminated"],
+            "after 3 attempts; the first: no heartbeat for 9 s",
+        ),
+    ],
+)
+def test_a_lost_shard_names_its_first_loss_when_the_later_ones_differ(messages, note) -> None:
+    shard = Shard(1, [{}], spec())
+    for number, message in enumerate(messages, start=1):
+        shard.launched = Launched("run-x-s1-a1", "ec2", number, datetime.now(UTC), f"i-{number}")
+        shard.record_attempt(Verdict("lost", "lost", message))
+    assert shard.attempts_note() == note
