@@ -300,7 +300,7 @@ def _print(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
 
-def _seconds(values: list[float]) -> list[float]:
+def _seconds(values: list[float | None]) -> list[float]:
     return [value for value in values if value is not None]
 
 
@@ -377,7 +377,11 @@ def slot_use(alone: list[Burst], burst: Burst) -> str:
     mean_slot_s, single_s = statistics.mean(slot_s), statistics.median(one.wall_s for one in alone)
     held = sum(slot_s) / (burst.limit * burst.wall_s)
     waited = [float(pipeline.turned_away) for pipeline in burst.pipelines if pipeline.turned_away]
-    wait_s = get_current_settings().server.deployments.concurrency_slot_wait_seconds
+    settings = get_current_settings()  # the sandbox's server and worker keep Prefect's defaults
+    wait_s, prefetch_s = (
+        settings.server.deployments.concurrency_slot_wait_seconds,
+        settings.worker.prefetch_seconds,
+    )
     return (
         f"Why not 1/{burst.limit} of the baseline: the wall time is the runs' time in a slot over the slots' "
         f"use, {len(slot_s)} x {mean_slot_s:.1f} s (mean) / ({burst.limit} slots x {100 * held:.0f}% held) "
@@ -385,9 +389,11 @@ def slot_use(alone: list[Burst], burst: Burst) -> str:
         f"{mean_slot_s / single_s:.2f}x as long as one pipeline alone took ({single_s:.1f} s), "
         f"{_slower(alone, burst)}. And the slots stood "
         f"idle {100 * (1 - held):.0f}% of the time: {len(waited)} runs found no slot free and were turned "
-        f"away (AwaitingConcurrencySlot) {summary(waited, '', digits=0) if waited else '0'} times each; the "
+        f"away (AwaitingConcurrencySlot) {summary(waited, '', digits=0) if waited else '0'} times each: the "
         f"server puts such a run back to Scheduled {wait_s:.0f} s later (`PREFECT_SERVER_DEPLOYMENTS_"
-        "CONCURRENCY_SLOT_WAIT_SECONDS`), and runs created together try again together, so a slot freed in "
+        f"CONCURRENCY_SLOT_WAIT_SECONDS`), the worker takes it again {prefetch_s:.0f} s before that "
+        f"(`PREFECT_WORKER_PREFETCH_SECONDS`), so a turned-away run tries again about "
+        f"{wait_s - prefetch_s:.0f} s later, and runs created together try together: a slot freed in "
         "between waits for the next try."
     )
 

@@ -394,7 +394,7 @@ class Run:
 
     @property
     def failed_job_id(self) -> str:
-        return re.search(r"training failed \(trainer\): (\S+):", self.commands["failed"].finish().stderr)[1]
+        return re.search(r"training failed \(user\): (\S+):", self.commands["failed"].finish().stderr)[1]
 
     @property
     def failed_run_id(self) -> str:
@@ -456,7 +456,7 @@ def run(sandbox, tampered, tmp_path_factory) -> Run:
         run.reports[label] = json.loads(result.stdout)
         assert run.reports[label]["registered"] and run.reports[label]["compute"]["backend"] == label
     failed = commands["failed"].finish()
-    assert failed.returncode == 1 and TRAINER_FAILURE in failed.stderr, failed.stderr
+    assert failed.returncode == 2 and TRAINER_FAILURE in failed.stderr, failed.stderr  # the user's to fix
     return run
 
 

@@ -198,8 +198,8 @@ def test_a_trainer_that_raises_fails_with_its_message_and_is_not_relaunched(sand
         "--param",
         "solver=lbfgs",
     )
-    assert result.returncode == 1
-    assert "training failed (trainer)" in result.stderr
+    assert result.returncode == 2  # only scikit-learn's fit knows, but the hyperparameters are the user's
+    assert "training failed (user)" in result.stderr
     assert "Solver lbfgs supports only 'l2' or None penalties" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
