@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Every benchmark against a private sandbox: writes benchmarks/RESULTS.md (about 10 minutes).
+# Every benchmark against a private sandbox: writes benchmarks/RESULTS.md (about half an hour).
 bench: install
 	$(BIN)/python -m benchmarks
 

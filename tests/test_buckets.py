@@ -25,18 +25,9 @@ CFN_RENDER = Path(__file__).resolve().parents[1] / "deployments" / "aws" / "rend
 
 
 @pytest.fixture
-def clients():
+def clients(mock_clients):
     """One client per service (so a test's event hooks apply to every call) on moto's HTTPS endpoint."""
-    with mock_aws():
-        session = boto3.Session(region_name="us-east-1")
-        made = {}
-
-        def client(service: str):
-            if service not in made:
-                made[service] = session.client(service)
-            return made[service]
-
-        yield client
+    return mock_clients
 
 
 def other_account_s3():

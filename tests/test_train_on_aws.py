@@ -421,6 +421,7 @@ def test_a_lost_launch_answer_and_throttled_polls_still_complete_without_duplica
     name = ingest(sandbox, tmp_path, toy.load_wine(as_frame=True).frame, "wine")
     # on top of the random faults, some that must happen: a lost RunInstances answer, throttled polls
     proxy.script("ec2:RunInstances", "lost")
+    proxy.script("ec2:DescribeInstances", "throttle")
     proxy.script("monitoring:GetMetricData", "throttle", "throttle")
     result = train(
         sandbox,
