@@ -199,7 +199,14 @@ def ingest(
     else:
         upload_key = f"staging/{uuid.uuid4().hex}/{found.filename}"
     digest = hashlib.sha256()
-    upload = MultipartUpload(s3, bucket, upload_key, part_size=part_size_for(found.size), extra_args=SSE)
+    upload = MultipartUpload(
+        s3,
+        bucket,
+        upload_key,
+        part_size=part_size_for(found.size),
+        extra_args=SSE,
+        sole_writer=upload_key.startswith("staging/"),
+    )
     try:
         with found.open() as raw_source:
             reader = TeeReader(raw_source, [digest.update, upload.write], max_bytes, found.filename)

@@ -37,8 +37,11 @@ class MultipartUpload:
         part_size: int = MIN_PART_SIZE,
         max_in_flight: int = 4,
         extra_args: dict[str, str] | None = None,
+        sole_writer: bool = False,
     ) -> None:
-        self.s3, self.bucket, self.key = s3, bucket, key
+        """`sole_writer`: no one else uploads to `key` (a fresh staging key), so any other upload of it is a
+        stray our own retried create left, aborted when we finish."""
+        self.s3, self.bucket, self.key, self.sole_writer = s3, bucket, key, sole_writer
         self.part_size, self.max_in_flight = part_size, max_in_flight
         # CRC32 per part, as boto3's own transfers do: S3 verifies each part and the whole object.
         self.upload_id = s3.create_multipart_upload(
@@ -111,8 +114,10 @@ class MultipartUpload:
 
     def _abort_strays(self) -> None:
         """Abort every other upload of our key: a CreateMultipartUpload whose answer was lost and was
-        retried left one we never knew the id of. Keys are unique to one writer (callers stage under a
-        fresh prefix), so any other upload of this key is such a stray."""
+        retried left one we never knew the id of. Only for a sole writer: a concurrent writer's upload of
+        the same key must not be touched (the bucket's lifecycle rule removes a stray there)."""
+        if not self.sole_writer:
+            return
         listed = self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
         for upload in listed.get("Uploads", []):
             if upload["Key"] == self.key and upload["UploadId"] != self.upload_id:

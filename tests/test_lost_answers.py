@@ -50,7 +50,7 @@ def open_uploads(s3) -> list[dict]:
 
 def write_two_parts(s3) -> bytes:
     data = b"a" * MIN_PART_SIZE + b"b" * 1000
-    upload = MultipartUpload(s3, BUCKET, KEY)
+    upload = MultipartUpload(s3, BUCKET, KEY, sole_writer=True)
     upload.write(data)
     upload.complete()
     return data
@@ -70,7 +70,7 @@ def test_a_lost_create_answer_leaves_no_stray_upload(proxy, fault) -> None:
 def test_a_lost_create_answer_leaves_no_stray_upload_after_an_abort(proxy) -> None:
     s3 = s3_through(proxy)
     proxy.script("s3:CreateMultipartUpload", "lost")
-    upload = MultipartUpload(s3, BUCKET, "staging/aborted/data.bin")
+    upload = MultipartUpload(s3, BUCKET, "staging/aborted/data.bin", sole_writer=True)
     upload.write(b"x" * 10)
     upload.abort()
     assert open_uploads(s3) == []
