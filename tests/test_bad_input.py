@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import itertools
@@ -498,17 +499,6 @@ def _training_datasets() -> dict[str, tuple[str, pd.DataFrame, str | None]]:
     }
 
 
-def _clients(sandbox):
-    made = {}
-
-    def client(service: str):
-        if service not in made:
-            made[service] = sandbox.client(service)
-        return made[service]
-
-    return client
-
-
 def _ingest_in_process(clients, bucket: str, path: Path, name: str, target: str | None) -> dict:
     return datasets.ingest(clients, bucket, str(path), name=name, target=target).manifest
 
@@ -547,7 +537,7 @@ def corpus(sandbox, tmp_path_factory) -> Corpus:
     iris = _iris()
     for name, content in corpus_files(iris).items():
         (folder / name.format(t=TOKEN)).write_bytes(content)
-    clients = _clients(sandbox)
+    clients = functools.cache(sandbox.client)  # one client per service
     s3, data = clients("s3"), sandbox.status["buckets"]["data"]
     for key, content in S3_OBJECTS.items():
         s3.put_object(Bucket=data, Key=key.format(t=TOKEN), Body=content)
