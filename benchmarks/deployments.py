@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
-import httpx
+from prefect.client.base import PrefectHttpxSyncClient
 from prefect.events import Event
 from prefect.settings import get_current_settings
 from sklearn.datasets import load_iris
@@ -128,11 +128,11 @@ class Results:
 
 
 class Api:
-    """The sandbox's Prefect REST API, as the benchmark reads it."""
+    """The sandbox's Prefect REST API, as the benchmark reads it (retrying 503s as Prefect's client does)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http = PrefectHttpxSyncClient(base_url=url, timeout=30)
 
     def deployment(self, name: str) -> dict[str, Any]:
         return self.http.get(f"/deployments/name/{name}").raise_for_status().json()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+from prefect.client.base import PrefectHttpxSyncClient
 
 from benchmarks.report import summary
 from mltp.trainer.telemetry import LOG_GROUP
@@ -47,7 +47,7 @@ def _log_span(logs, job_id: str) -> tuple[datetime, datetime]:
 
 
 def timeline(api_url: str, flow_run_id: str, logs, job_id: str) -> Timeline:
-    with httpx.Client(base_url=api_url, timeout=30.0) as api:
+    with PrefectHttpxSyncClient(base_url=api_url, timeout=30.0) as api:  # retries 503s
         flow_run = api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()
         task_runs = (
             api.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})

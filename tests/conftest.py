@@ -15,8 +15,10 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import httpx
 import pytest
 
 MLTP = str(Path(sys.executable).parent / "mltp")
@@ -99,6 +101,14 @@ def run_mltp(
     )
 
 
+def prefect_http(api_url: str) -> httpx.Client:
+    """An HTTP client for a Prefect API that retries what Prefect's own client retries (the sandbox's
+    SQLite-backed server answers 503 "database is locked" now and then) and raises on other errors."""
+    from prefect.client.base import PrefectHttpxSyncClient
+
+    return PrefectHttpxSyncClient(base_url=f"{api_url}/", timeout=60)
+
+
 @dataclass(frozen=True)
 class RunningSandbox:
     home: Path
@@ -115,6 +125,15 @@ class RunningSandbox:
     @property
     def prefect_api_url(self) -> str:
         return self.status["prefect_api_url"]
+
+    @cached_property
+    def prefect(self) -> httpx.Client:
+        return prefect_http(self.prefect_api_url)
+
+    def api(self, path: str, body: dict | list | None = None, method: str = "POST"):
+        """One call to the sandbox's Prefect API: the answer's JSON, or None for an empty answer."""
+        answer = self.prefect.request(method, path.lstrip("/"), json=body)
+        return answer.json() if answer.content else None
 
     def client(self, service: str):
         import boto3

@@ -19,7 +19,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.conftest import free_port, run_mltp
+from tests.conftest import free_port, prefect_http, run_mltp
 
 pytestmark = pytest.mark.servers
 
@@ -44,9 +44,13 @@ def bucket_exists(sandbox, name: str) -> bool:
     return any(bucket["Name"] == name for bucket in sandbox.s3().list_buckets()["Buckets"])
 
 
+def block_documents(api_url: str) -> list[dict]:
+    with prefect_http(api_url) as api:
+        return api.post("block_documents/filter", json={}).json()
+
+
 def block_names(api_url: str) -> set[str]:
-    documents = httpx.post(f"{api_url}/block_documents/filter", json={}).json()
-    return {document["name"] for document in documents}
+    return {document["name"] for document in block_documents(api_url)}
 
 
 def doctor(env: dict[str, str]) -> dict[str, dict]:
@@ -68,7 +72,7 @@ def test_init_creates_buckets_and_blocks_then_is_idempotent(sandbox, aws_env) ->
     second = run_mltp("blocks", "init", "--json", env={**aws_env, "LAMBDA_TIMEOUT": "300"})
     assert second.returncode == 0, second.stderr
     assert set(json.loads(second.stdout)["buckets"].values()) == {"existing"}
-    documents = httpx.post(f"{aws_env['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    documents = block_documents(aws_env["PREFECT_API_URL"])
     assert len(documents) == 5  # updated in place, not duplicated
     lambda_block = next(document for document in documents if document["name"] == "mltp-lambda")
     assert lambda_block["data"]["timeout_seconds"] == 300
@@ -86,7 +90,7 @@ def test_secret_is_stored_as_a_secret(sandbox, aws_env) -> None:
     assert secret not in result.stdout + result.stderr
     report = run_mltp("doctor", "--json", env=env)
     assert secret not in report.stdout + report.stderr
-    documents = httpx.post(f"{aws_env['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    documents = block_documents(aws_env["PREFECT_API_URL"])
     credentials = next(document for document in documents if document["name"] == "mltp-aws")
     assert set(credentials["data"]["aws_secret_access_key"]) == {"*"}  # the API only shows a mask
     assert secret not in json.dumps(documents)
@@ -115,7 +119,7 @@ def test_env_file_is_accepted(sandbox, aws_env, tmp_path) -> None:
     env_file.write_text("EC2_KEY_NAME=from-file\n")
     result = run_mltp("blocks", "init", "--env-file", str(env_file), env=aws_env)
     assert result.returncode == 0, result.stderr
-    documents = httpx.post(f"{aws_env['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    documents = block_documents(aws_env["PREFECT_API_URL"])
     assert next(d for d in documents if d["name"] == "mltp-ec2")["data"]["key_name"] == "from-file"
 
 
@@ -157,13 +161,13 @@ def test_doctor_names_missing_blocks(aws_env) -> None:
 
 def test_doctor_names_a_block_edited_into_nonsense(aws_env) -> None:
     assert run_mltp("blocks", "init", env=aws_env).returncode == 0
-    documents = httpx.post(f"{aws_env['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    documents = block_documents(aws_env["PREFECT_API_URL"])
     lambda_block = next(document for document in documents if document["name"] == "mltp-lambda")
     data = {**lambda_block["data"], "timeout_seconds": 5000}  # as a UI edit could leave it
-    response = httpx.patch(
-        f"{aws_env['PREFECT_API_URL']}/block_documents/{lambda_block['id']}",
-        json={"data": data, "merge_existing_data": False},
-    )
+    with prefect_http(aws_env["PREFECT_API_URL"]) as api:
+        response = api.patch(
+            f"block_documents/{lambda_block['id']}", json={"data": data, "merge_existing_data": False}
+        )
     assert response.status_code == 204, response.text
     checks = doctor(aws_env)
     assert checks["blocks"]["status"] == "fail"

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import boto3
-import httpx
 import pandas as pd
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -92,19 +91,15 @@ def test_ingest_list_show_and_no_op_again(sandbox, iris) -> None:
 def test_ingest_emits_the_event_and_publishes_the_profile(sandbox, iris) -> None:
     name, path = iris
     assert ingest(sandbox, str(path), "--target", "species").returncode == 0
-    api = sandbox.prefect_api_url
 
     def events():
-        response = httpx.post(
-            f"{api}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["mltp.dataset.ingested"]},
-                    "resource": {"id": [f"mltp.dataset.{name}"]},
-                }
-            },
-        )
-        return response.json()["events"]
+        query = {
+            "filter": {
+                "event": {"name": ["mltp.dataset.ingested"]},
+                "resource": {"id": [f"mltp.dataset.{name}"]},
+            }
+        }
+        return sandbox.api("/events/filter", query)["events"]
 
     found = poll(events)
     assert len(found) == 1
@@ -112,25 +107,21 @@ def test_ingest_emits_the_event_and_publishes_the_profile(sandbox, iris) -> None
     assert {"uri", "version", "rows", "bytes", "target"} <= set(payload)
     assert (payload["rows"], payload["target"]) == (5, "species")
 
-    artifacts = httpx.post(
-        f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [f"dataset-{name}"]}}}
-    ).json()
+    artifacts = sandbox.api("/artifacts/filter", {"artifacts": {"key": {"any_": [f"dataset-{name}"]}}})
     assert artifacts and artifacts[0]["type"] == "markdown"
     assert "| petal | float | 1 |" in artifacts[0]["data"]
 
-    progress = httpx.post(
-        f"{api}/artifacts/filter", json={"artifacts": {"type": {"any_": ["progress"]}}}
-    ).json()
+    progress = sandbox.api("/artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
     mine = [artifact for artifact in progress if path.name in (artifact["description"] or "")]
     assert mine and mine[0]["data"] == 100.0
 
-    runs = httpx.post(
-        f"{api}/flow_runs/filter",
-        json={
+    runs = sandbox.api(
+        "/flow_runs/filter",
+        {
             "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
             "flows": {"name": {"any_": ["ingest-dataset"]}},
         },
-    ).json()
+    )
     assert runs
 
 
@@ -298,8 +289,6 @@ def test_progress_of_a_file_the_parser_reads_in_its_own_threads(sandbox, tmp_pat
     pd.DataFrame({"x": range(300_000), "y": range(300_000)}).to_csv(path, index=False)
     result = ingest(sandbox, str(path), "--json")
     assert result.returncode == 0, result.stderr
-    progress = httpx.post(
-        f"{sandbox.prefect_api_url}/artifacts/filter", json={"artifacts": {"type": {"any_": ["progress"]}}}
-    ).json()
+    progress = sandbox.api("/artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
     mine = [artifact for artifact in progress if path.name in (artifact["description"] or "")]
     assert mine and mine[0]["data"] == 100.0

@@ -16,7 +16,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import run_mltp, wait_for
@@ -35,21 +34,14 @@ DEPLOYMENTS = {
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def api(sandbox, path: str, body: dict | list | None = None, method: str = "POST"):
-    answer = httpx.request(method, f"{sandbox.prefect_api_url}{path}", json=body, timeout=30)
-    answer.raise_for_status()
-    return answer.json() if answer.content else None
-
-
 def deployment(sandbox, name: str) -> dict:
-    found = api(sandbox, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
+    found = sandbox.api("/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
     assert len(found) == 1, f"deployment {name} is not on the server"
     return found[0]
 
 
 def runs_of(sandbox, deployment_name: str) -> list[dict]:
-    return api(
-        sandbox,
+    return sandbox.api(
         "/flow_runs/filter",
         {"deployments": {"name": {"any_": [deployment_name]}}, "sort": "START_TIME_DESC", "limit": 200},
     )
@@ -57,13 +49,13 @@ def runs_of(sandbox, deployment_name: str) -> list[dict]:
 
 def flow_runs_named(sandbox, flow_name: str) -> list[dict]:
     body = {"flows": {"name": {"any_": [flow_name]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
-    return api(sandbox, "/flow_runs/filter", body)
+    return sandbox.api("/flow_runs/filter", body)
 
 
 def finished(sandbox, run_id: str, timeout: float = 240) -> dict:
     run = wait_for(
         lambda: (
-            (found := api(sandbox, f"/flow_runs/{run_id}", method="GET"))["state_type"] in TERMINAL and found
+            (found := sandbox.api(f"/flow_runs/{run_id}", method="GET"))["state_type"] in TERMINAL and found
         ),
         timeout=timeout,
         every=0.5,
@@ -135,13 +127,13 @@ def unique(prefix: str) -> str:
 
 
 def test_sandbox_deploys_every_deployment_to_its_work_pool(sandbox) -> None:
-    found = {entry["name"]: entry for entry in api(sandbox, "/deployments/filter", {})}
+    found = {entry["name"]: entry for entry in sandbox.api("/deployments/filter", {})}
     assert set(found) >= DEPLOYMENTS
     for name in DEPLOYMENTS:
         assert found[name]["work_pool_name"] == "mltp"
         assert found[name]["enforce_parameter_schema"] is True
         assert found[name]["pull_steps"] == []  # module entrypoints: the worker runs the installed package
-    workers = api(sandbox, "/work_pools/mltp/workers/filter", {})
+    workers = sandbox.api("/work_pools/mltp/workers/filter", {})
     assert [worker["status"] for worker in workers if worker["name"] == "mltp-sandbox-worker"] == ["ONLINE"]
 
 
@@ -195,7 +187,7 @@ def test_prefect_deploy_all_works_by_hand(sandbox) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert deployment(sandbox, "watch-incoming")["updated"] > before
-    automations = api(sandbox, "/automations/filter", {})
+    automations = sandbox.api("/automations/filter", {})
     # every deploy replaces a deployment's automations: still exactly one per trigger
     assert sorted(a["name"] for a in automations if a["name"].startswith(("train-on-new", "watch-inc"))) == [
         "train-on-new-dataset__automation_1",
@@ -247,8 +239,8 @@ def test_an_event_missing_optional_keys_still_starts_a_run(sandbox, iris_csv) ->
         "compute": "auto",
     }
     finished(sandbox, run["id"])
-    failures = api(
-        sandbox, "/events/filter", {"filter": {"event": {"prefix": ["prefect.automation.action.failed"]}}}
+    failures = sandbox.api(
+        "/events/filter", {"filter": {"event": {"prefix": ["prefect.automation.action.failed"]}}}
     )
     assert failures["events"] == []
 
@@ -368,8 +360,7 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
     nightly = deployment(sandbox, "retrain-nightly")
     # A schedule due every 15 s instead of at 02:00, for this test's dataset.
     schedule = {"interval": 15, "anchor_date": datetime.now(UTC).isoformat()}
-    added = api(
-        sandbox,
+    added = sandbox.api(
         f"/deployments/{nightly['id']}/schedules",
         [{"schedule": schedule, "active": True, "parameters": {"dataset": name}}],
     )
@@ -383,7 +374,7 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
         assert run["parameters"]["min_metric"] == "accuracy>=0.9"  # the deployment's quality gate
         finished(sandbox, run["id"])
     finally:
-        api(sandbox, f"/deployments/{nightly['id']}/schedules/{added[0]['id']}", method="DELETE")
+        sandbox.api(f"/deployments/{nightly['id']}/schedules/{added[0]['id']}", method="DELETE")
     wait_for(lambda: not [r for r in scheduled_runs() if r["state_type"] == "SCHEDULED"], timeout=30)
     shown = model(sandbox, name, alias="champion")
     assert shown["lineage"]["flow_run_id"] == run["id"]  # passed the gate, registered and promoted
@@ -427,8 +418,7 @@ def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -
     name = unique("cancelled")
     seed(sandbox, iris_csv, name)
     slow = {"n_estimators": 4000}  # seconds per candidate, many candidates: minutes of EC2 time
-    run = api(
-        sandbox,
+    run = sandbox.api(
         f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run",
         {
             "parameters": {
@@ -451,7 +441,7 @@ def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -
         return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     launched = wait_for(lambda: instances(["pending", "running"]), timeout=120)
-    api(sandbox, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
-    wait_for(lambda: api(sandbox, f"/flow_runs/{run['id']}", method="GET")["state_type"] == "CANCELLED", 60)
+    sandbox.api(f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+    wait_for(lambda: sandbox.api(f"/flow_runs/{run['id']}", method="GET")["state_type"] == "CANCELLED", 60)
     wait_for(lambda: not instances(["pending", "running", "stopping", "stopped"]), timeout=60)
     assert set(launched) <= set(instances(["shutting-down", "terminated"]))

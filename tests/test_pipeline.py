@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import httpx
 import pandas as pd
 import pytest
 from sklearn import datasets as toy
@@ -42,9 +41,7 @@ def events_for(sandbox, name: str) -> list[dict]:
         },
         "limit": 50,
     }
-    response = httpx.post(f"{sandbox.prefect_api_url}/events/filter", json=body)
-    assert response.status_code == 200, response.text
-    return response.json()["events"]
+    return sandbox.api("/events/filter", body)["events"]
 
 
 def test_train_register_promote_and_predict(sandbox, wine, tmp_path) -> None:
@@ -88,10 +85,7 @@ def test_train_register_promote_and_predict(sandbox, wine, tmp_path) -> None:
 
     events = events_for(sandbox, model)
     assert sorted(event["payload"]["version"] for event in events) == [1, 2]
-    artifacts = httpx.post(
-        f"{sandbox.prefect_api_url}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": [f"model-{model}"]}}},
-    ).json()
+    artifacts = sandbox.api("/artifacts/filter", {"artifacts": {"key": {"any_": [f"model-{model}"]}}})
     assert artifacts and "## Lineage" in artifacts[0]["data"]
 
     sample = tmp_path / "rows.csv"

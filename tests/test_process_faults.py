@@ -66,20 +66,14 @@ def cancer(sandbox, tmp_path_factory) -> str:
     )
 
 
-def api(sandbox, path: str, body: dict | None = None, method: str = "POST"):
-    answer = httpx.request(method, f"{sandbox.prefect_api_url}{path}", json=body, timeout=30)
-    answer.raise_for_status()
-    return answer.json()
-
-
 def run_deployment(sandbox, name: str, parameters: dict, timeout: float = 120) -> dict:
     """A flow run of the deployment, created as the UI's Run button does, waited for to its end."""
-    deployment = api(sandbox, f"/deployments/name/{name}", method="GET")
-    run = api(sandbox, f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+    deployment = sandbox.api(f"/deployments/name/{name}", method="GET")
+    run = sandbox.api(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
     final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
     return wait_for(
         lambda: (
-            (found := api(sandbox, f"/flow_runs/{run['id']}", method="GET"))["state_type"] in final and found
+            (found := sandbox.api(f"/flow_runs/{run['id']}", method="GET"))["state_type"] in final and found
         ),
         timeout=timeout,
         every=0.5,
@@ -114,7 +108,7 @@ def test_the_reap_orphans_deployment_terminates_the_instance_of_a_killed_flow(sa
 
     assert reap["state_type"] == "COMPLETED", reap["state"]
     wait_for(lambda: instance_id not in sandbox.live_instances(), timeout=10)
-    artifacts = api(sandbox, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [reap["id"]]}}})
+    artifacts = sandbox.api("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [reap["id"]]}}})
     [report] = [artifact["data"] for artifact in artifacts if artifact["key"] == "reap-orphans"]
     [row] = [line for line in report.splitlines() if line.startswith(f"| {instance_id} |")]
     assert "| yes |" in row and f"run {run_id} was last watched" in row, row

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -265,9 +264,7 @@ def test_a_forwarded_event_reaches_a_real_prefect_server(sandbox, monkeypatch) -
     }
 
     def stored() -> list[dict]:
-        answer = httpx.post(f"{sandbox.prefect_api_url}/events/filter", json=query, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["events"]
+        return sandbox.api("/events/filter", query)["events"]
 
     [event] = wait_for(stored, timeout=60, every=0.5)
     assert event["event"] == "mltp.incoming.created"

@@ -114,14 +114,14 @@ def test_blocks_point_at_the_sandbox(sandbox) -> None:
 
 
 def test_custom_block_types_are_in_the_catalogue(sandbox) -> None:
-    types = httpx.post(f"{sandbox.prefect_api_url}/block_types/filter", json={}).json()
+    types = sandbox.api("/block_types/filter", {})
     by_slug = {block_type["slug"]: block_type for block_type in types}
     for slug in ("mltp-ec2-compute", "mltp-lambda-compute", "aws-credentials", "s3-bucket"):
         assert slug in by_slug
-    schemas = httpx.post(
-        f"{sandbox.prefect_api_url}/block_schemas/filter",
-        json={"block_schemas": {"block_type_id": {"any_": [by_slug["mltp-ec2-compute"]["id"]]}}},
-    ).json()
+    schemas = sandbox.api(
+        "/block_schemas/filter",
+        {"block_schemas": {"block_type_id": {"any_": [by_slug["mltp-ec2-compute"]["id"]]}}},
+    )
     properties = schemas[0]["fields"]["properties"]
     assert all(field.get("description") for field in properties.values()), properties
 

@@ -28,7 +28,6 @@ import pickle
 import posixpath
 import re
 import subprocess
-import time
 import uuid
 import zipfile
 import zlib
@@ -60,7 +59,7 @@ from mltp.runs import job_id_of
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.sandbox.lifecycle import SECRET_ACCESS_KEY
 from mltp.trainer.algorithms import ALGORITHMS
-from tests.conftest import MLTP
+from tests.conftest import MLTP, prefect_http
 
 SERVERS = pytest.mark.servers
 # The secret the sandbox's credentials block holds (and the fleet hands its trainers). Its access key id,
@@ -139,22 +138,10 @@ def _dumped(value) -> bytes:
 # --- where a run leaves traces --------------------------------------------------------------------------
 
 
-def _api_call(api: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
-    # The sandbox's SQLite-backed server now and then answers 503 "database is locked": ask again.
-    for _ in range(20):
-        response = api.request(method, url, **kwargs)
-        if response.status_code != 503:
-            response.raise_for_status()
-            return response
-        time.sleep(0.25)
-    response.raise_for_status()
-    return response
-
-
 def _pages(api: httpx.Client, path: str, body: dict) -> Iterator[dict]:
     offset = 0
     while True:
-        page = _api_call(api, "POST", path, json={**body, "limit": 200, "offset": offset}).json()
+        page = api.post(path, json={**body, "limit": 200, "offset": offset}).json()
         yield from page
         if len(page) < 200:
             return
@@ -163,12 +150,12 @@ def _pages(api: httpx.Client, path: str, body: dict) -> Iterator[dict]:
 
 def _events(api: httpx.Client, since: datetime) -> Iterator[dict]:
     window = {"since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
-    page = _api_call(api, "POST", "events/filter", json={"filter": {"occurred": window}, "limit": 50}).json()
+    page = api.post("events/filter", json={"filter": {"occurred": window}, "limit": 50}).json()
     while True:
         yield from page["events"]
         if not page.get("next_page"):
             return
-        page = _api_call(api, "GET", page["next_page"]).json()
+        page = api.get(page["next_page"]).json()
 
 
 def _started_since(run: dict, since: datetime) -> bool:
@@ -179,11 +166,11 @@ def prefect_traces(api_url: str, since: datetime) -> Iterator[Trace]:
     """Every flow run (and the states of those since `since`), and the task runs, logs and events since
     then, every artifact, and the server's configuration: deployments, pools, automations, blocks."""
     after = since.isoformat()
-    with httpx.Client(base_url=f"{api_url}/", timeout=60) as api:
+    with prefect_http(api_url) as api:
         for run in _pages(api, "flow_runs/filter", {}):
             yield "prefect:flow-runs", f"flow run {run['name']}", _dumped(run)
             if _started_since(run, since):
-                states = _api_call(api, "GET", "flow_run_states/", params={"flow_run_id": run["id"]}).json()
+                states = api.get("flow_run_states/", params={"flow_run_id": run["id"]}).json()
                 yield "prefect:flow-run-states", f"states of {run['name']}", _dumped(states)
         for task_run in _pages(api, "task_runs/filter", {"task_runs": {"start_time": {"after_": after}}}):
             yield "prefect:task-runs", f"task run {task_run['name']}", _dumped(task_run)

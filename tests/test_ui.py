@@ -64,17 +64,14 @@ def test_catalogue_lists_our_block_types(sandbox, tmp_path) -> None:
 
 
 def test_dataset_profile_shows_in_the_ui(sandbox, tmp_path) -> None:
-    import httpx
-
     from tests.conftest import run_mltp
 
     path = tmp_path / "ui-flowers.csv"
     path.write_text("petal_width,kind\n0.2,setosa\n1.8,virginica\n1.3,versicolor\n")
     assert run_mltp("datasets", "ingest", str(path), "--target", "kind", env=sandbox.env).returncode == 0
-    artifact = httpx.post(
-        f"{sandbox.prefect_api_url}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": ["dataset-ui-flowers"]}}, "limit": 1},
-    ).json()[0]
+    artifact = sandbox.api(
+        "/artifacts/filter", {"artifacts": {"key": {"any_": ["dataset-ui-flowers"]}}, "limit": 1}
+    )[0]
     dom = render(
         f"{sandbox.status['prefect_ui_url']}/artifacts/artifact/{artifact['id']}",
         tmp_path / "profile",

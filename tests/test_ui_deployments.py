@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn, get_args
 
-import httpx
 import pytest
 
 from tests.conftest import wait_for
@@ -124,7 +123,6 @@ def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -
     from mltp import registry
     from mltp.trainer.algorithms import ALGORITHMS
 
-    api = sandbox.prefect_api_url
     source = str(iris_csv(tmp_path / f"{DATASET}.csv"))
     run_name = f"{DATASET}-{uuid.uuid4().hex[:8]}"
 
@@ -164,12 +162,12 @@ def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -
         warnings.warn(f"the form was submitted again after: {failed}", stacklevel=1)
     deployment_id = page.url.split("/")[-1].split("?")[0]
     named = {"flow_runs": {"name": {"any_": [run_name]}}}
-    created = wait_for(lambda: httpx.post(f"{api}/flow_runs/filter", json=named).json(), timeout=30)
+    created = wait_for(lambda: sandbox.api("/flow_runs/filter", named), timeout=30)
     assert [(run["deployment_id"], run["name"]) for run in created] == [(deployment_id, run_name)]
     run_id = created[0]["id"]
 
     def finished() -> dict | None:
-        run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        run = sandbox.api(f"/flow_runs/{run_id}", method="GET")
         return run if run["state"]["type"] in FINAL else None
 
     try:
@@ -188,9 +186,7 @@ def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -
     expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
 
     # The model registered is this run's: its train-model subflow fitted the algorithm chosen, on Lambda.
-    children = httpx.post(
-        f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
-    ).json()
+    children = sandbox.api("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}})
     trained = {child["id"]: child["parameters"] for child in children}
     s3, bucket = sandbox.s3(), sandbox.status["buckets"]["models"]
     assert DATASET in {entry["name"] for entry in registry.list_models(s3, bucket)}

@@ -14,8 +14,10 @@ from mltp.errors import SandboxError
 
 WORK_POOL = "mltp"  # the pool every deployment in prefect.yaml names
 WORKER_NAME = "mltp-sandbox-worker"
-# Seconds between the worker's polls for runs to start: an event's run starts within about this.
-WORKER_POLL_S = "1"
+# Seconds between the worker's polls for runs to start: an event's run starts within about this. Each
+# poll also writes the pool's last-polled time: every second cost an idle sandbox's server a twentieth
+# of a core and more SQLite lock contention (answered with 503) for half a second of latency.
+WORKER_POLL_S = "2"
 
 
 def project_dir() -> Path | None:
@@ -27,13 +29,24 @@ def project_dir() -> Path | None:
 
 
 def ensure_work_pool(api_url: str) -> None:
-    answer = httpx.get(f"{api_url}/work_pools/{WORK_POOL}", timeout=10)
-    if answer.status_code == 404:
-        answer = httpx.post(f"{api_url}/work_pools/", json={"name": WORK_POOL, "type": "process"}, timeout=10)
-    if answer.status_code >= 400:
-        raise SandboxError(
-            f"could not create the {WORK_POOL!r} work pool: HTTP {answer.status_code}: {answer.text}"
-        )
+    """Create the work pool unless it exists (through Prefect's client, which retries the SQLite-backed
+    server's occasional 503 "database is locked")."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from mltp.prefect_api import activated
+
+    with activated(api_url), get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+        except httpx.HTTPStatusError as error:
+            raise SandboxError(
+                f"could not create the {WORK_POOL!r} work pool: HTTP {error.response.status_code}: "
+                f"{error.response.text}"
+            ) from error
 
 
 def deploy_all(env: dict[str, str], log_file: Path) -> str:
