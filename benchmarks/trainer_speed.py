@@ -15,7 +15,7 @@ from benchmarks.harness import Measurement, measure
 from benchmarks.report import Row
 from benchmarks.training import ingest, job_outputs, new_job
 from mltp.aws import ClientFactory
-from mltp.trainer.features import plan_features
+from mltp.trainer.feature_plan import plan_features
 
 ROWS, REPS = 1_000_000, 3
 ALGORITHM = "hist_gradient_boosting"

@@ -22,7 +22,7 @@ from mltp.profiling import task_hint
 from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
 from mltp.trainer.errors import TrainingInputError
-from mltp.trainer.features import plan_features
+from mltp.trainer.feature_plan import plan_features
 from mltp.trainer.spec import JobSpec, Validation, default_primary_metric
 
 

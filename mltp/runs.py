@@ -15,8 +15,7 @@ from mltp.compute.base import Launched
 from mltp.monitor import Verdict
 from mltp.pricing import EC2_INSTANCE_TYPES, EC2_MIN_BILLED_SECONDS, LAMBDA_USD_PER_GB_SECOND
 from mltp.s3_json import put_json
-from mltp.trainer.metrics import better
-from mltp.trainer.spec import JobSpec
+from mltp.trainer.spec import JobSpec, better
 
 RELAUNCHABLE = frozenset({"lost", "interrupted", "capacity"})
 

@@ -15,7 +15,7 @@ from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
 from mltp.datasets import split_s3_uri
 from mltp.s3_json import read_json
-from mltp.trainer.metrics import better
+from mltp.trainer.spec import better
 
 REGISTERED_EVENT = "mltp.model.registered"
 CHAMPION = "champion"

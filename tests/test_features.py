@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from mltp.trainer.errors import TrainingInputError
-from mltp.trainer.features import ONE_HOT_MAX, build_preprocessor, plan_features
+from mltp.trainer.feature_plan import ONE_HOT_MAX, plan_features
+from mltp.trainer.features import build_preprocessor
 
 
 def col(name, kind, distinct, nulls=0):

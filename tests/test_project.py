@@ -4,7 +4,10 @@ rule that the core library stays free of Prefect."""
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -57,6 +60,27 @@ def test_core_library_does_not_import_prefect() -> None:
                 assert not re.match(r"(prefect|prefect_aws|blocks|flows|tasks)(\.|$)", name), (
                     f"mltp/{relative} imports {name}"
                 )
+
+
+def test_commands_and_flows_start_without_scikit_learn() -> None:
+    """Importing scikit-learn costs a process a second or more: only fitting, predicting and checking
+    hyperparameters need it, so neither the CLI nor a flow module may import it up front."""
+    modules = [
+        "mltp.cli",
+        "flows.watch",
+        "flows.reap",
+        "flows.ingest",
+        "flows.train",
+        "flows.ingest_and_train",
+    ]
+    probe = (
+        "import importlib, json, sys; [importlib.import_module(m) for m in sys.argv[1:]]; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'skops'})))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, *modules], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(loaded.stdout) == []
 
 
 def test_env_example_documents_exactly_the_variables_we_read() -> None:

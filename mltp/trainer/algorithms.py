@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
-
-from sklearn.base import BaseEstimator
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.svm import LinearSVC, LinearSVR
-from sklearn.utils._param_validation import InvalidParameterError
+from typing import TYPE_CHECKING, Any
 
 from mltp.trainer.errors import TrainingInputError
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    classifier: type[BaseEstimator] | None
-    regressor: type[BaseEstimator] | None
+    # scikit-learn estimators by dotted path, imported only to build one: importing scikit-learn costs
+    # every command and flow process a second or more, and most never fit anything.
+    classifier: str | None
+    regressor: str | None
     needs_scaling: bool
     # Ensembles grow in steps (warm start) so progress can follow the estimators as they are added.
     # Only where that is cheap and gives the same model: not for boosting, which re-bins the data at
@@ -43,18 +37,21 @@ class Algorithm:
                 f"algorithm {self.name!r} does only {other}, but the task is {task}: "
                 f"choose one of {', '.join(names_for(task))}"
             )
-        return found
+        module, _, name = found.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
 ALGORITHMS = {
     a.name: a
     for a in (
-        Algorithm("logistic_regression", LogisticRegression, None, True, cost_per_cell=2.0),
-        Algorithm("ridge", None, Ridge, True, cost_per_cell=0.5),
+        Algorithm(
+            "logistic_regression", "sklearn.linear_model.LogisticRegression", None, True, cost_per_cell=2.0
+        ),
+        Algorithm("ridge", None, "sklearn.linear_model.Ridge", True, cost_per_cell=0.5),
         Algorithm(
             "random_forest",
-            RandomForestClassifier,
-            RandomForestRegressor,
+            "sklearn.ensemble.RandomForestClassifier",
+            "sklearn.ensemble.RandomForestRegressor",
             False,
             "n_estimators",
             handles_missing=True,
@@ -62,14 +59,20 @@ ALGORITHMS = {
         ),
         Algorithm(
             "hist_gradient_boosting",
-            HistGradientBoostingClassifier,
-            HistGradientBoostingRegressor,
+            "sklearn.ensemble.HistGradientBoostingClassifier",
+            "sklearn.ensemble.HistGradientBoostingRegressor",
             False,
             handles_missing=True,
             cost_per_cell=8.0,
         ),
-        Algorithm("linear_svm", LinearSVC, LinearSVR, True, cost_per_cell=2.0),
-        Algorithm("knn", KNeighborsClassifier, KNeighborsRegressor, True, cost_per_cell=20.0),
+        Algorithm("linear_svm", "sklearn.svm.LinearSVC", "sklearn.svm.LinearSVR", True, cost_per_cell=2.0),
+        Algorithm(
+            "knn",
+            "sklearn.neighbors.KNeighborsClassifier",
+            "sklearn.neighbors.KNeighborsRegressor",
+            True,
+            cost_per_cell=20.0,
+        ),
     )
 }
 
@@ -87,6 +90,8 @@ def get_algorithm(name: str) -> Algorithm:
 
 def build_estimator(name: str, task: str, params: dict[str, Any], seed: int) -> BaseEstimator:
     """The configured estimator; scikit-learn's own message for any bad parameter."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
     estimator = get_algorithm(name).estimator_class(task)()
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=seed)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as sk
 
-from mltp.trainer.spec import LOWER_IS_BETTER
-
 
 def _scores(model, X):
     if hasattr(model, "predict_proba"):
@@ -45,9 +43,3 @@ def _roc_auc(model, X, y) -> float:
         return sk.roc_auc_score(y, scores, multi_class="ovr", labels=classes)
     except ValueError:  # a class absent from this split: one-vs-rest AUC is undefined for it
         return float("nan")
-
-
-def better(metric: str, candidate: float, incumbent: float | None) -> bool:
-    if incumbent is None or np.isnan(incumbent):
-        return not np.isnan(candidate)
-    return candidate < incumbent if metric in LOWER_IS_BETTER else candidate > incumbent

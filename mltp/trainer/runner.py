@@ -34,9 +34,10 @@ from mltp.datasets import split_s3_uri
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
-from mltp.trainer.features import build_preprocessor, plan_features
-from mltp.trainer.metrics import better, evaluate
-from mltp.trainer.spec import JobSpec
+from mltp.trainer.feature_plan import plan_features
+from mltp.trainer.features import build_preprocessor
+from mltp.trainer.metrics import evaluate
+from mltp.trainer.spec import JobSpec, better
 from mltp.trainer.telemetry import Telemetry, logger
 
 GROWTH_STEPS = 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -76,3 +77,10 @@ class JobSpec(BaseModel):
 
 def default_primary_metric(task: str) -> str:
     return "accuracy" if task == "classification" else "r2"
+
+
+def better(metric: str, candidate: float, incumbent: float | None) -> bool:
+    """Whether `candidate` beats `incumbent` on `metric` (a NaN never wins; anything beats nothing)."""
+    if incumbent is None or math.isnan(incumbent):
+        return not math.isnan(candidate)
+    return candidate < incumbent if metric in LOWER_IS_BETTER else candidate > incumbent
