@@ -7,11 +7,12 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psutil
 import pytest
 
-from tests.conftest import RunningSandbox, free_port, run_mltp, start_sandbox
+from tests.conftest import RunningSandbox, free_port, run_mltp, start_sandbox, wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -89,6 +90,18 @@ def test_stale_pid_files_from_a_crash_are_cleaned_by_down(tmp_path) -> None:
     assert not (run / "moto.pid").exists()
 
 
+def overdue_runs(sandbox: RunningSandbox, deployment_id: str, before: datetime) -> list[dict]:
+    """The deployment's runs still waiting for a worker that were due before `before`."""
+    flow_runs = {
+        "state": {"type": {"any_": ["SCHEDULED"]}},
+        "expected_start_time": {"before_": before.isoformat()},
+    }
+    found = sandbox.api(
+        "/flow_runs/filter", {"flow_runs": flow_runs, "deployments": {"id": {"any_": [deployment_id]}}}
+    )
+    return [run for run in found if run["auto_scheduled"]]
+
+
 @pytest.fixture
 def private_sandbox(tmp_path) -> Iterator[RunningSandbox]:
     """A sandbox of the test's own, stopped even when the test fails half-way."""
@@ -107,6 +120,10 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     for crashed in ("moto", "worker"):  # the AWS side crashes, and so does the worker
         os.kill(first[crashed], signal.SIGKILL)
         psutil.wait_procs([psutil.Process(first[crashed])], timeout=10)
+    # With no worker, a schedule's runs fall due and pile up (here every 2 s instead of every minute).
+    watcher = private_sandbox.api("/deployments/name/watch-incoming/watch-incoming", method="GET")
+    schedule = {"interval": 2, "anchor_date": datetime.now(UTC).isoformat()}
+    private_sandbox.api(f"/deployments/{watcher['id']}/schedules", [{"schedule": schedule, "active": True}])
     status = json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)
     assert status["running"] is False
     assert status["services"]["moto"]["state"] == "stale"
@@ -116,9 +133,17 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     assert "cannot reach AWS" in failed[0]["detail"]
     assert "mltp sandbox up" in failed[0]["fix"]
 
+    wait_for(lambda: len(overdue_runs(private_sandbox, watcher["id"], datetime.now(UTC))) >= 3, timeout=60)
+
+    restarted_at = datetime.now(UTC)
     again = run_mltp("sandbox", "up", "--json", env=env)
     assert again.returncode == 0, again.stderr
+    assert len(overdue_runs(private_sandbox, watcher["id"], restarted_at)) <= 1  # the latest, unless taken
     notes = json.loads(again.stdout)["notes"]
+    [dropped] = [note for note in notes if note.startswith("dropped ")]
+    assert (
+        int(dropped.split()[1]) >= 2 and "runs of watch-incoming that fell due while no worker ran" in dropped
+    )
     assert "removed a stale moto pid file left by a crashed sandbox" in notes
     assert "restarted the fleet with the new moto server" in notes
     assert "removed a stale worker pid file left by a crashed sandbox" in notes

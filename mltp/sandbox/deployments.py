@@ -4,8 +4,11 @@ the worker that runs what the deployments schedule.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,6 +21,7 @@ WORKER_NAME = "mltp-sandbox-worker"
 # poll also writes the pool's last-polled time: every second cost an idle sandbox's server a twentieth
 # of a core and more SQLite lock contention (answered with 503) for half a second of latency.
 WORKER_POLL_S = "2"
+MISSED_RUNS_PAGE = 200  # the API's largest page
 
 
 def project_dir() -> Path | None:
@@ -92,3 +96,52 @@ def worker_online(api_url: str) -> bool:
     except (httpx.HTTPError, ValueError):
         return False
     return any(worker["name"] == WORKER_NAME and worker["status"] == "ONLINE" for worker in workers)
+
+
+def drop_missed_runs(api_url: str) -> dict[str, int]:
+    """Delete the scheduled runs that fell due while no worker ran, but each deployment's latest.
+
+    A sandbox that was down for an hour comes back with sixty overdue watcher polls, which the worker
+    would run one after the other; one poll, reap or retrain does the work of all its missed ones.
+    Runs somebody created by hand are kept. Returns deployment name -> runs dropped.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import ObjectNotFound
+
+    from mltp.prefect_api import activated
+
+    overdue = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
+    )
+    with activated(api_url), get_client(sync_client=True) as client:
+        runs, page = [], None
+        while page is None or len(page) == MISSED_RUNS_PAGE:
+            page = client.read_flow_runs(
+                flow_run_filter=overdue,
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=MISSED_RUNS_PAGE,
+                offset=len(runs),
+            )
+            runs += page
+        latest: set = set()
+        dropped: Counter[str] = Counter()
+        names = {deployment.id: deployment.name for deployment in client.read_deployments()}
+        for run in runs:
+            if not run.auto_scheduled or run.deployment_id is None:
+                continue
+            if run.deployment_id not in latest:
+                latest.add(run.deployment_id)
+                continue
+            with contextlib.suppress(ObjectNotFound):  # the worker, just started elsewhere, took it
+                client.delete_flow_run(run.id)
+                dropped[names.get(run.deployment_id, str(run.deployment_id))] += 1
+    return dict(dropped)

@@ -16,7 +16,14 @@ from pathlib import Path
 import httpx
 
 from mltp.errors import ConfigError, SandboxNotRunningError
-from mltp.sandbox.deployments import WORKER_POLL_S, deploy_all, ensure_work_pool, worker_argv, worker_online
+from mltp.sandbox.deployments import (
+    WORKER_POLL_S,
+    deploy_all,
+    drop_missed_runs,
+    ensure_work_pool,
+    worker_argv,
+    worker_online,
+)
 from mltp.sandbox.process import ManagedProcess, require_free_port
 
 DEFAULT_AWS_PORT = 5055
@@ -191,6 +198,7 @@ class Sandbox:
             self._init_blocks(endpoints)
             notes.append(self._deploy(endpoints))
             if self.worker in to_start:
+                notes += _missed_runs_note(drop_missed_runs(endpoints.prefect_api_url))
                 self._start_worker(endpoints)
         except BaseException:
             for process in to_start:
@@ -346,6 +354,13 @@ class Sandbox:
         found = {process.name: process.stop() for process in reversed(self.services)}
         self.state_file.unlink(missing_ok=True)
         return found
+
+
+def _missed_runs_note(dropped: dict[str, int]) -> list[str]:
+    return [
+        f"dropped {count} runs of {name} that fell due while no worker ran (its latest still runs)"
+        for name, count in sorted(dropped.items())
+    ]
 
 
 def _start_timeout() -> float:
