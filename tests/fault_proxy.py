@@ -95,7 +95,8 @@ class FaultProxy:
         self.target, self.rates, self.slow_seconds = target, rates, slow_seconds
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.injected: Counter = Counter()
+        self.injected: Counter = Counter()  # (service, fault) -> count, scripted and drawn
+        self.drawn: Counter = Counter()  # the same, drawn at the configured rates only
         self.calls: Counter = Counter()
         self.scripted: defaultdict[str, deque] = defaultdict(deque)
         self.client = httpx.Client(base_url=target, timeout=120)
@@ -168,6 +169,7 @@ class FaultProxy:
             for fault, share in self.rates.get(service, self.rates.get("*", {})).items():
                 if roll < share:
                     self.injected[(service, fault)] += 1
+                    self.drawn[(service, fault)] += 1
                     return fault
                 roll -= share
         return None
