@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +57,9 @@ def mock_clients():
     caches them), so event hooks registered by a test apply to every call."""
     from moto import mock_aws
 
+    from mltp.sandbox.moto_server import make_puts_atomic
+
+    make_puts_atomic()
     with mock_aws():
         import boto3
 
@@ -68,6 +72,23 @@ def mock_clients():
             return made[service]
 
         yield client
+
+
+@contextmanager
+def threaded_moto_server() -> Iterator[str]:
+    """A moto server in this process on a free loopback port (its URL), PUTs atomic as in the sandbox's."""
+    from moto.server import ThreadedMotoServer
+
+    from mltp.sandbox.moto_server import make_puts_atomic
+
+    make_puts_atomic()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 def free_port() -> int:

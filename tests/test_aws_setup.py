@@ -15,6 +15,7 @@ import io
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -52,6 +53,7 @@ from mltp.runs import write_run_record
 from mltp.settings import DEFAULT_ALLOWED_INSTANCE_TYPES, PlatformSettings, load_settings
 from mltp.trainer.runner import run_job
 from mltp.trainer.telemetry import LOG_GROUP, NAMESPACE
+from tests.conftest import threaded_moto_server
 
 # moto warns about each resource type above that its CloudFormation skips (and the WaitConditionHandle,
 # which it ignores on purpose): known, asserted in test_the_moto_gaps_are_the_known_ones.
@@ -564,14 +566,8 @@ def test_the_trainer_policy_allows_every_call_the_trainer_makes_and_no_more(
 
 
 @pytest.fixture(scope="module")
-def moto_stack() -> dict[str, Any]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+def moto_stack() -> Iterator[dict[str, Any]]:
+    with threaded_moto_server() as endpoint:
 
         def client(service: str):
             return boto3.client(
@@ -598,8 +594,6 @@ def moto_stack() -> dict[str, Any]:
             time.sleep(0.2)
         assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
         yield {"client": client, "endpoint": endpoint, "stack": stack}
-    finally:
-        server.stop()
 
 
 def test_the_moto_gaps_are_the_known_ones() -> None:

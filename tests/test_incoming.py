@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,8 +51,17 @@ def test_dataset_name_comes_from_the_folder_or_the_file(s3) -> None:
     assert drop(s3, "incoming/Sales Q3.parquet").dataset_name("incoming/") == "sales-q3"
 
 
-def test_only_one_of_many_concurrent_watchers_claims_a_drop(s3) -> None:
+def test_only_one_of_many_concurrent_watchers_claims_a_drop(s3, monkeypatch) -> None:
+    from moto.s3.models import S3Backend
+
     found = drop(s3, "incoming/a.csv")
+    store = S3Backend.put_object
+
+    def slow_store(*args, **kwargs):  # widen the window between S3's precondition check and the write
+        time.sleep(0.05)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "put_object", slow_store)
     barrier = threading.Barrier(8)
     claims = []
 

@@ -14,6 +14,7 @@ from mltp import registry
 from mltp.aws import RETRY_CONFIG
 from mltp.s3_json import put_json, read_json
 from mltp.s3_multipart import MIN_PART_SIZE, MultipartUpload
+from tests.conftest import threaded_moto_server
 from tests.fault_proxy import FaultProxy
 from tests.test_registry import MODELS, register, small_model_bytes, upload
 
@@ -23,15 +24,9 @@ KEY = "staging/one-writer/data.bin"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
+    with threaded_moto_server() as url:
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield url
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from sklearn.preprocessing import FunctionTransformer
 from mltp import registry
 from mltp.registry import AliasRaceError, RegistryError, TamperedModelError
 from mltp.s3_json import put_json, read_json
+from tests.conftest import threaded_moto_server
 from tests.test_trainer import DATA, MODELS, ingest_frame, run
 
 ACTOR = "test:registry"
@@ -104,15 +105,10 @@ def test_versions_are_numbered_in_order_and_documents_stay_intact(s3, small) -> 
 
 
 def test_twenty_concurrent_registrations_get_twenty_distinct_versions() -> None:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
+    with threaded_moto_server() as url:
 
         def client():
-            return boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+            return boto3.client("s3", endpoint_url=url, region_name="us-east-1")
 
         client().create_bucket(Bucket=MODELS)
         source = upload(client(), "runs/shared/model.skops", small_model_bytes())
@@ -131,8 +127,6 @@ def test_twenty_concurrent_registrations_get_twenty_distinct_versions() -> None:
         assert all(v.sha256 == source[1] for v in found.values())
         events = registry.audit_log(s3, MODELS, "busy")
         assert sorted(e["version"] for e in events if e["action"] == "registered") == list(range(1, 21))
-    finally:
-        server.stop()
 
 
 def test_a_refused_model_takes_no_number_and_a_failed_store_leaves_no_version(s3, small, monkeypatch) -> None:

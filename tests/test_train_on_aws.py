@@ -249,9 +249,11 @@ def test_a_killed_trainer_is_lost_compute_and_the_job_is_relaunched(sandbox, dat
     assert [i["State"]["Name"] for i in instances_of(sandbox, report["run_id"])] == ["terminated"] * 2
 
 
-def start_and_freeze(sandbox, datasets, *options: str) -> tuple[subprocess.Popen, str]:
-    """Start a slow EC2 job, and freeze its trainer once its first heartbeat is in CloudWatch: the
-    machine is alive but silent, as a hung one is."""
+def start_and_freeze(
+    sandbox, datasets, *options: str, after_first_heartbeat: bool = True
+) -> tuple[subprocess.Popen, str]:
+    """Start a slow EC2 job, and freeze its trainer (by default once its first heartbeat is in
+    CloudWatch): the machine is alive but silent, as a hung one is."""
     known = set(sandbox.live_instances())
     process = start_training(
         sandbox,
@@ -266,8 +268,9 @@ def start_and_freeze(sandbox, datasets, *options: str) -> tuple[subprocess.Popen
         *options,
     )
     instance_id, pid = new_trainer(sandbox, known)
-    job_id = job_id_of(sandbox, instance_id)
-    wait_for(lambda: metric_values(sandbox, job_id, "Heartbeat"), timeout=60, every=0.2)
+    if after_first_heartbeat:
+        job_id = job_id_of(sandbox, instance_id)
+        wait_for(lambda: metric_values(sandbox, job_id, "Heartbeat"), timeout=60, every=0.2)
     os.kill(pid, signal.SIGSTOP)
     return process, instance_id
 
@@ -287,8 +290,17 @@ def test_a_silent_trainer_is_detected_by_its_missing_heartbeat_and_relaunched(sa
 
 
 def test_a_job_past_its_deadline_is_terminated_and_fails_as_timed_out(sandbox, datasets) -> None:
+    # Frozen at once: on a loaded machine the 15 s deadline can pass before the first heartbeat.
     process, instance_id = start_and_freeze(
-        sandbox, datasets, "--max-runtime", "0.25", "--heartbeat", "1", "--heartbeat-timeout", "600"
+        sandbox,
+        datasets,
+        "--max-runtime",
+        "0.25",
+        "--heartbeat",
+        "1",
+        "--heartbeat-timeout",
+        "600",
+        after_first_heartbeat=False,
     )
     code, _, err = finish(process)
     assert code == 1

@@ -231,7 +231,7 @@ class Sandbox:
         self.state_file.write_text(json.dumps(asdict(endpoints)))
         if self.moto in processes:
             self.moto.start(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(endpoints.aws_port)],
+                [sys.executable, "-m", "mltp.sandbox.moto_server", "-H", HOST, "-p", str(endpoints.aws_port)],
                 env=_service_env(),
                 port=endpoints.aws_port,
             )
