@@ -156,6 +156,14 @@ class RunningSandbox:
         answer = self.prefect.request(method, path.lstrip("/"), json=body)
         return answer.json() if answer.content else None
 
+    def stop_polling_incoming(self) -> None:
+        """Turn watch-incoming's every-minute schedule off. Each poll is a flow process of its own (~8 s
+        of CPU): over the suite, the test sandboxes' idle polls were a seventh of all CPU time. Tests that
+        watch `incoming/` start their watcher themselves; `prefect deploy` turns the schedule back on."""
+        watcher = self.api("/deployments/name/watch-incoming/watch-incoming", method="GET")
+        for schedule in watcher["schedules"]:
+            self.api(f"/deployments/{watcher['id']}/schedules/{schedule['id']}", {"active": False}, "PATCH")
+
     def client(self, service: str):
         import boto3
 
@@ -197,7 +205,9 @@ def start_sandbox(home: Path) -> RunningSandbox:
         env={"MLTP_HOME": str(home)},
     )
     assert result.returncode == 0, result.stderr
-    return RunningSandbox(home, json.loads(result.stdout))
+    running = RunningSandbox(home, json.loads(result.stdout))
+    running.stop_polling_incoming()
+    return running
 
 
 @pytest.fixture(scope="session")

@@ -187,6 +187,7 @@ def test_prefect_deploy_all_works_by_hand(sandbox) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert deployment(sandbox, "watch-incoming")["updated"] > before
+    sandbox.stop_polling_incoming()  # the deploy turned the schedule back on
     automations = sandbox.api("/automations/filter", {})
     # every deploy replaces a deployment's automations: still exactly one per trigger
     assert sorted(a["name"] for a in automations if a["name"].startswith(("train-on-new", "watch-inc"))) == [

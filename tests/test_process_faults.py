@@ -223,6 +223,7 @@ def restart(sandbox) -> None:
     assert down.returncode == 0, down.stderr
     up = run_mltp("sandbox", "up", *[item for pair in ports.items() for item in pair], env=sandbox.env)
     assert up.returncode == 0, up.stderr
+    sandbox.stop_polling_incoming()
 
 
 def trainer_for(sandbox, dataset: str) -> str:

@@ -51,6 +51,7 @@ def test_up_twice_is_harmless(sandbox) -> None:
     assert again["notes"][0] == "the sandbox was already running"
     assert again["notes"][1].startswith("deployed ") and again["notes"][1].endswith("prefect.yaml")
     assert again["services"] == sandbox.status["services"]  # same pids: nothing restarted
+    sandbox.stop_polling_incoming()  # the deploy turned the schedule back on
 
 
 def test_up_with_other_ports_while_running_is_refused(sandbox) -> None:

@@ -59,7 +59,7 @@ from mltp.runs import job_id_of
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.sandbox.lifecycle import SECRET_ACCESS_KEY
 from mltp.trainer.algorithms import ALGORITHMS
-from tests.conftest import MLTP, prefect_http
+from tests.conftest import MLTP, prefect_http, wait_for
 
 SERVERS = pytest.mark.servers
 # The secret the sandbox's credentials block holds (and the fleet hands its trainers). Its access key id,
@@ -444,6 +444,10 @@ def run(sandbox, tampered, tmp_path_factory) -> Run:
         assert run.reports[label]["registered"] and run.reports[label]["compute"]["backend"] == label
     failed = commands["failed"].finish()
     assert failed.returncode == 2 and TRAINER_FAILURE in failed.stderr, failed.stderr  # the user's to fix
+    # The server stores events a moment after the CLI sent them: scan once both registrations are in.
+    with prefect_http(sandbox.prefect_api_url) as api:
+        wanted = {f"mltp.model.{run.model(label)}" for label in ("lambda", "ec2")}
+        wait_for(lambda: wanted <= {e["resource"]["prefect.resource.id"] for e in _events(api, since)}, 60, 1)
     return run
 
 
