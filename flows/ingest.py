@@ -11,7 +11,7 @@ from pydantic import Field
 
 from blocks.platform import DATASETS, load_block
 from flows.parameters import document_parameters
-from mltp.datasets import DEFAULT_MAX_MB
+from mltp.dataset_catalog import DEFAULT_MAX_MB
 from tasks.datasets import ingest_to_s3, publish_profile
 
 INGESTED_EVENT = "mltp.dataset.ingested"

@@ -32,7 +32,7 @@ from flows.parameters import (
     document_parameters,
 )
 from flows.train import train_model
-from mltp.datasets import DEFAULT_MAX_MB
+from mltp.dataset_catalog import DEFAULT_MAX_MB
 from mltp.monitor import MonitorSettings
 
 

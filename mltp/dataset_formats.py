@@ -1,12 +1,12 @@
-"""Reading dataset files as a stream: format detection, names, CSV dialect sniffing, and Arrow record
-batches from CSV (plain or gzip) and Parquet, with every parse failure turned into a `DatasetError`."""
+"""Reading dataset files as a stream: CSV dialect sniffing, and Arrow record batches from CSV (plain or
+gzip) and Parquet, with every parse failure turned into a `DatasetError`. Which files we take and how
+they are named is `mltp.dataset_catalog`'s."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import io
-import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,59 +16,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mltp.dataset_catalog import FileFormat
 from mltp.errors import DatasetError
 
-NAME_RULE = "1-64 characters: lowercase letters, digits, '-' or '_', starting with a letter or digit"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_SUFFIXES = {
-    ".csv": ("csv", None),
-    ".tsv": ("csv", None),
-    ".txt": ("csv", None),
-    ".csv.gz": ("csv", "gzip"),
-    ".tsv.gz": ("csv", "gzip"),
-    ".txt.gz": ("csv", "gzip"),
-    ".parquet": ("parquet", None),
-    ".pq": ("parquet", None),
-}
 SAMPLE_BYTES = 64 * 1024
 CSV_BLOCK_BYTES = 1024 * 1024  # bigger blocks parse no faster and hold far more memory
-
-
-@dataclass(frozen=True)
-class FileFormat:
-    kind: str  # csv | parquet
-    compression: str | None  # gzip | None
-    suffix: str
-
-
-def detect_format(filename: str) -> FileFormat:
-    lowered = filename.lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if lowered.endswith(suffix):
-            kind, compression = _SUFFIXES[suffix]
-            return FileFormat(kind, compression, suffix)
-    found = "".join(re.findall(r"\.[A-Za-z0-9]+", filename)[-2:]) or "no extension"
-    raise DatasetError(
-        f"unsupported file type ({found}) for {filename}: use CSV (.csv, .tsv, .txt, optionally .gz) "
-        "or Parquet (.parquet)",
-        source=filename,
-    )
-
-
-def validate_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise DatasetError(f"dataset name {name!r} is not allowed: use {NAME_RULE}")
-    return name
-
-
-def derive_name(filename: str, file_format: FileFormat) -> str:
-    stem = filename[: -len(file_format.suffix)].lower()
-    slug = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:64]
-    if not slug:
-        raise DatasetError(
-            f"cannot derive a dataset name from {filename!r}: pass one with --name ({NAME_RULE})"
-        )
-    return slug
 
 
 class TeeReader(io.RawIOBase):

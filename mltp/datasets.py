@@ -24,7 +24,6 @@ import gzip
 import hashlib
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -40,24 +39,24 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
-from mltp.dataset_formats import (
+from mltp.dataset_catalog import (
+    DEFAULT_MAX_MB,
     FileFormat,
-    TeeReader,
-    csv_batches,
     derive_name,
     detect_format,
-    open_csv_stream,
-    parquet_batches,
+    get_manifest,
+    manifest_or_none,
+    split_s3_uri,
+    task_hint,
     validate_name,
 )
-from mltp.errors import DatasetError, DatasetNotFoundError, MltpError
-from mltp.profiling import Profiler, arrow_type, task_hint
+from mltp.dataset_formats import TeeReader, csv_batches, open_csv_stream, parquet_batches
+from mltp.errors import DatasetError, MltpError
+from mltp.profiling import Profiler, arrow_type
 from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
-DEFAULT_MAX_MB = 20480  # the CLI reads MLTP_MAX_DATASET_MB
-_VERSION = re.compile(r"[0-9a-f]{16}")
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -74,14 +73,6 @@ class Source:
 class IngestResult:
     manifest: dict[str, Any]
     created: bool  # False: these bytes were already ingested and nothing changed
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` -> (bucket, key); a one-line error for anything else."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if not bucket or not key or key.endswith("/"):
-        raise DatasetError(f"{uri} is not an object URI: use s3://bucket/path/to/file.csv", source=uri)
-    return bucket, key
 
 
 def resolve_source(clients: ClientFactory, source: str) -> Source:
@@ -191,7 +182,7 @@ def ingest(
     s3 = clients("s3")
     expected = _sha256_of(found.local_path) if found.local_path else None
     if expected:
-        existing = _manifest_or_none(s3, bucket, name, expected[:16])
+        existing = manifest_or_none(s3, bucket, name, expected[:16])
         if existing is not None:
             _check_target_of(existing, target, found.filename)
             return IngestResult(existing, created=False)
@@ -219,7 +210,7 @@ def ingest(
                 f"{found.filename} changed while it was being read: ingest it again once it is complete",
                 source=found.uri,
             )
-        existing = _manifest_or_none(s3, bucket, name, digest.hexdigest()[:16])
+        existing = manifest_or_none(s3, bucket, name, digest.hexdigest()[:16])
         if existing is not None:  # same bytes as an existing version: nothing to do
             upload.abort()
             return IngestResult(existing, created=False)
@@ -297,14 +288,14 @@ def _publish(s3, bucket: str, uploaded_key: str, manifest: dict[str, Any]) -> In
         except ClientError as error:
             if not lost_race(error):
                 raise
-            return IngestResult(_manifest_or_none(s3, bucket, manifest["name"], manifest["version"]), False)
+            return IngestResult(manifest_or_none(s3, bucket, manifest["name"], manifest["version"]), False)
         wrote_manifest = True
         _record_version(s3, bucket, manifest)
         return IngestResult(manifest, created=True)
     except BaseException:
         if wrote_manifest:
             s3.delete_object(Bucket=bucket, Key=manifest_key)
-        if wrote_manifest or _manifest_or_none(s3, bucket, manifest["name"], manifest["version"]) is None:
+        if wrote_manifest or manifest_or_none(s3, bucket, manifest["name"], manifest["version"]) is None:
             s3.delete_object(Bucket=bucket, Key=data_key)
         raise
     finally:
@@ -344,79 +335,6 @@ def _record_version(s3, bucket: str, manifest: dict[str, Any], attempts: int = 3
     raise MltpError(
         f"could not update s3://{bucket}/{key} after {attempts} attempts: too many concurrent ingests"
     )
-
-
-def _manifest_or_none(s3, bucket: str, name: str, version: str) -> dict[str, Any] | None:
-    return read_json(s3, bucket, f"datasets/{name}/{version}/manifest.json")[0]
-
-
-def parse_reference(reference: str) -> tuple[str, str | None]:
-    """`name` or `name@version`."""
-    name, _, version = reference.partition("@")
-    return validate_name(name), validate_version(version) if version else None
-
-
-def validate_version(version: str) -> str:
-    """A version is the first 16 hex digits of the data's SHA-256: nothing else may reach a key."""
-    if not _VERSION.fullmatch(version):
-        raise DatasetError(
-            f"dataset version {version!r} is not a version: use the 16 hex digits `mltp datasets show NAME` "
-            "lists, or leave it out for the latest"
-        )
-    return version
-
-
-def list_datasets(clients: ClientFactory, bucket: str) -> list[dict[str, Any]]:
-    """Every dataset with its latest version and version count, sorted by name."""
-    s3 = clients("s3")
-    names = []
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix="datasets/", Delimiter="/"
-    ):
-        names += [entry["Prefix"].split("/")[1] for entry in page.get("CommonPrefixes", [])]
-    summaries = []
-    for name in sorted(names):
-        pointer, _ = read_json(s3, bucket, f"datasets/{name}/latest.json")
-        if pointer is None:
-            continue
-        latest = next(v for v in pointer["versions"] if v["version"] == pointer["latest"])
-        summaries.append(
-            {
-                "name": name,
-                "latest": pointer["latest"],
-                "versions": len(pointer["versions"]),
-                **{field: latest[field] for field in ("rows", "bytes", "created_at")},
-            }
-        )
-    return summaries
-
-
-def get_manifest(
-    clients: ClientFactory, bucket: str, name: str, version: str | None = None
-) -> dict[str, Any]:
-    s3 = clients("s3")
-    validate_name(name)
-    if version is None:
-        pointer, _ = read_json(s3, bucket, f"datasets/{name}/latest.json")
-        if pointer is None:
-            raise DatasetNotFoundError(
-                f"no dataset named {name!r} in s3://{bucket}: `mltp datasets list` shows what there is",
-                s3_uri=f"s3://{bucket}/datasets/{name}/",
-            )
-        version = pointer["latest"]
-    manifest = _manifest_or_none(s3, bucket, name, validate_version(version))
-    if manifest is None:
-        raise DatasetNotFoundError(
-            f"dataset {name}@{version} does not exist in s3://{bucket}: "
-            f"`mltp datasets show {name}` lists its versions",
-            s3_uri=f"s3://{bucket}/datasets/{name}/{version}/",
-        )
-    return manifest
-
-
-def versions(clients: ClientFactory, bucket: str, name: str) -> list[dict[str, Any]]:
-    pointer, _ = read_json(clients("s3"), bucket, f"datasets/{name}/latest.json")
-    return pointer["versions"] if pointer else []
 
 
 def read_table(clients: ClientFactory, bucket: str, name: str, version: str | None = None) -> pa.Table:

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mltp.aws import error_code
-from mltp.dataset_formats import derive_name, detect_format, validate_name
+from mltp.dataset_catalog import derive_name, detect_format, validate_name
 from mltp.s3_json import lost_race, put_json, read_json
 
 MARKERS = "watch/incoming/"

@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
+from mltp.dataset_catalog import task_hint
 from mltp.errors import BucketError
-from mltp.profiling import task_hint
 from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
 from mltp.trainer.errors import TrainingInputError

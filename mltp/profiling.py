@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 EXACT_DISTINCT_LIMIT = 10_000
-CLASSIFICATION_MAX_CLASSES = 50
 
 # Inference tries these in order; once a column fails one it never goes back to it.
 _CASTS = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "datetime": pa.timestamp("us")}
@@ -186,12 +185,4 @@ class Profiler:
         return next(profile for profile in self.columns if profile.name == name)
 
 
-def task_hint(target: dict[str, Any]) -> str:
-    """classification or regression, from a target column's profile (`ColumnProfile.as_dict()`)."""
-    if target["type"] == "float":
-        return "regression"
-    if target["type"] == "integer" and not (
-        target["distinct_exact"] and target["distinct"] <= CLASSIFICATION_MAX_CLASSES
-    ):
-        return "regression"
-    return "classification"
+# END

@@ -40,7 +40,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mltp.aws import error_code
-from mltp.datasets import split_s3_uri
+from mltp.dataset_catalog import split_s3_uri
 from mltp.errors import MltpError
 from mltp.s3_json import SSE, lost_race, put_json, read_json
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.platform import PlatformBlocks
 from mltp import incoming
-from mltp.datasets import get_manifest
+from mltp.dataset_catalog import get_manifest
 from mltp.errors import DatasetNotFoundError
 from tasks.retries import AWS_RETRIES
 

@@ -13,7 +13,7 @@ from prefect.events import emit_event
 
 from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
-from mltp.datasets import split_s3_uri
+from mltp.dataset_catalog import split_s3_uri
 from mltp.s3_json import read_json
 from mltp.trainer.spec import better
 

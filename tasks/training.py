@@ -18,7 +18,7 @@ from mltp.compute.ec2 import Ec2Backend, Ec2Settings
 from mltp.compute.local import LocalBackend
 from mltp.compute.trainer_code import publish_trainer_code
 from mltp.compute.user_data import render_user_data
-from mltp.datasets import get_manifest
+from mltp.dataset_catalog import get_manifest
 from mltp.jobs import build_job_spec, new_job_id, write_job
 from mltp.monitor import LogCursor, Observation, poll
 from mltp.planning import LAMBDA_MAX_TIMEOUT_S, ComputePlan, Workload, plan_compute

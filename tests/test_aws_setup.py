@@ -28,7 +28,7 @@ from sklearn import datasets as toy
 
 from blocks.compute import LambdaCompute
 from blocks.platform import build_blocks
-from mltp import datasets, registry
+from mltp import dataset_catalog, datasets, registry
 from mltp.aws_types import instance_type_allowed
 from mltp.buckets import _DEFAULT_ENCRYPTION, _LIFECYCLE, _PUBLIC_ACCESS_BLOCKED, ensure_buckets
 from mltp.compute import user_data
@@ -453,7 +453,7 @@ def test_the_worker_policy_allows_every_call_of_the_platform_and_nothing_is_left
     ensure_buckets(clients, [data, models], REGION, ACCOUNT)  # `mltp blocks init` and `mltp doctor`
     manifest = datasets.ingest(clients, data, str(iris_csv(tmp_path)), target="target").manifest
     datasets.ingest(clients, data, f"s3://{data}/incoming/wine.csv", target="target")  # watch-incoming
-    datasets.list_datasets(clients, data)
+    dataset_catalog.list_datasets(clients, data)
     spec = build_job_spec(manifest, algorithm="logistic_regression", candidates=[{}], models_bucket=models)
     job_uri = write_job(clients, spec)
     write_run_record(clients("s3"), models, spec.job_id, {"jobs": [spec.job_id]})

@@ -5,16 +5,8 @@ import io
 
 import pytest
 
-from mltp.dataset_formats import (
-    FileFormat,
-    TeeReader,
-    csv_batches,
-    derive_name,
-    detect_format,
-    open_csv_stream,
-    sniff_header,
-    validate_name,
-)
+from mltp.dataset_catalog import FileFormat, derive_name, detect_format, validate_name
+from mltp.dataset_formats import TeeReader, csv_batches, open_csv_stream, sniff_header
 from mltp.errors import DatasetError
 
 CSV = FileFormat("csv", None, ".csv")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from mltp import datasets
+from mltp import dataset_catalog, datasets
 from mltp.errors import DatasetError, DatasetNotFoundError
 
 BUCKET = "team-data"
@@ -97,13 +97,13 @@ def test_new_bytes_make_a_new_version_and_move_latest(clients, iris_csv, tmp_pat
     frame.iloc[:3].to_csv(changed, index=False)
     second = datasets.ingest(clients, BUCKET, str(changed))
     assert second.manifest["version"] != first.manifest["version"]
-    assert datasets.get_manifest(clients, BUCKET, "iris")["version"] == second.manifest["version"]
-    assert datasets.get_manifest(clients, BUCKET, "iris", first.manifest["version"]) == first.manifest
-    assert [v["version"] for v in datasets.versions(clients, BUCKET, "iris")] == [
+    assert dataset_catalog.get_manifest(clients, BUCKET, "iris")["version"] == second.manifest["version"]
+    assert dataset_catalog.get_manifest(clients, BUCKET, "iris", first.manifest["version"]) == first.manifest
+    assert [v["version"] for v in dataset_catalog.versions(clients, BUCKET, "iris")] == [
         first.manifest["version"],
         second.manifest["version"],
     ]
-    assert datasets.list_datasets(clients, BUCKET)[0]["versions"] == 2
+    assert dataset_catalog.list_datasets(clients, BUCKET)[0]["versions"] == 2
 
 
 def test_s3_source_is_staged_and_cleaned_up(clients, iris_csv) -> None:
@@ -148,11 +148,11 @@ def test_reading_back_gives_the_same_frame(clients, iris_csv, tmp_path, suffix) 
 
 def test_unknown_dataset_and_version(clients) -> None:
     with pytest.raises(DatasetNotFoundError, match="no dataset named 'ghost'"):
-        datasets.get_manifest(clients, BUCKET, "ghost")
+        dataset_catalog.get_manifest(clients, BUCKET, "ghost")
     with pytest.raises(DatasetNotFoundError, match="ghost@0123456789abcdef does not exist"):
-        datasets.get_manifest(clients, BUCKET, "ghost", "0123456789abcdef")
+        dataset_catalog.get_manifest(clients, BUCKET, "ghost", "0123456789abcdef")
     with pytest.raises(DatasetError, match="dataset version 'abc' is not a version"):
-        datasets.get_manifest(clients, BUCKET, "ghost", "abc")
+        dataset_catalog.get_manifest(clients, BUCKET, "ghost", "abc")
 
 
 def fail_on(clients, operation: str, after: int = 0):

@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from mltp import datasets
+from mltp import dataset_catalog, datasets
 from tests.conftest import run_mltp
 
 pytestmark = pytest.mark.servers
@@ -250,7 +250,7 @@ def test_concurrent_ingests_lose_no_version(sandbox, tmp_path) -> None:
     assert not errors
     created = [r.manifest["version"] for r in results if r.created]
     assert len(created) == len(set(created)) == 6  # the three repeats created nothing
-    recorded = [v["version"] for v in datasets.versions(sandbox_clients(sandbox), bucket, name)]
+    recorded = [v["version"] for v in dataset_catalog.versions(sandbox_clients(sandbox), bucket, name)]
     assert sorted(recorded) == sorted(created)
 
 

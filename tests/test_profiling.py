@@ -5,7 +5,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler, task_hint
+from mltp.dataset_catalog import task_hint
+from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler
 
 
 def profile_of(*batches: list) -> ColumnProfile:

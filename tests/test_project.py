@@ -62,6 +62,17 @@ def test_core_library_does_not_import_prefect() -> None:
                 )
 
 
+def _top_level_modules_loaded_by(modules: list[str]) -> set[str]:
+    probe = (
+        "import importlib, json, sys; [importlib.import_module(m) for m in sys.argv[1:]]; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe, *modules], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(loaded.stdout))
+
+
 def test_commands_and_flows_start_without_scikit_learn() -> None:
     """Importing scikit-learn costs a process a second or more: only fitting, predicting and checking
     hyperparameters need it, so neither the CLI nor a flow module may import it up front."""
@@ -73,14 +84,14 @@ def test_commands_and_flows_start_without_scikit_learn() -> None:
         "flows.train",
         "flows.ingest_and_train",
     ]
-    probe = (
-        "import importlib, json, sys; [importlib.import_module(m) for m in sys.argv[1:]]; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'skops'})))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe, *modules], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert json.loads(loaded.stdout) == []
+    assert _top_level_modules_loaded_by(modules) & {"sklearn", "scipy", "skops"} == set()
+
+
+def test_commands_and_the_training_flow_start_without_the_data_stack() -> None:
+    """pandas, pyarrow and numpy cost most of a second more: what only reads manifests (every command
+    at start, the training and reaping flows, the fleet) goes through `mltp.dataset_catalog`."""
+    modules = ["mltp.cli", "flows.reap", "flows.train", "mltp.sandbox.fleet"]
+    assert _top_level_modules_loaded_by(modules) & {"pandas", "pyarrow", "numpy"} == set()
 
 
 def test_env_example_documents_exactly_the_variables_we_read() -> None:

@@ -49,8 +49,7 @@ from sklearn.linear_model import LogisticRegression
 from mltp import registry
 from mltp.buckets import inspect_bucket
 from mltp.compute.user_data import render_user_data
-from mltp.dataset_formats import derive_name, detect_format, validate_name
-from mltp.datasets import get_manifest, parse_reference
+from mltp.dataset_catalog import derive_name, detect_format, get_manifest, parse_reference, validate_name
 from mltp.errors import DatasetError, MltpError
 from mltp.incoming import Drop
 from mltp.jobs import new_job_id

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
-from mltp.datasets import DEFAULT_MAX_MB, get_manifest, list_datasets, parse_reference, versions
+from mltp.dataset_catalog import DEFAULT_MAX_MB, get_manifest, list_datasets, parse_reference, versions
 from mltp.errors import ConfigError
 
 app = typer.Typer(help="Ingest datasets into the data bucket and look at what is there.")

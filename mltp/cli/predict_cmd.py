@@ -12,7 +12,6 @@ from mltp.cli.context import prefect_connection
 from mltp.cli.models_cmd import models_bucket
 from mltp.cli.output import console, emit_json
 from mltp.errors import ConfigError
-from mltp.predict import predict_frame, read_input
 
 
 def predict(
@@ -22,6 +21,8 @@ def predict(
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predict every row: the input's columns + `prediction` (+ `probability_<class>` for classifiers)."""
+    from mltp.predict import predict_frame, read_input  # pandas: imported by this command alone
+
     name, version, alias = registry.parse_model_ref(reference)
     if not output.parent.is_dir():
         raise ConfigError(f"cannot write {output}: the folder {output.parent} does not exist")

@@ -10,7 +10,7 @@ import typer
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
 from mltp.cli.runlog import echo_run_log
-from mltp.datasets import parse_reference
+from mltp.dataset_catalog import parse_reference
 from mltp.errors import ConfigError
 from mltp.jobs import expand_grid, parse_grid, parse_params
 from mltp.monitor import MonitorSettings

@@ -44,7 +44,7 @@ from botocore.exceptions import ClientError
 
 from mltp.aws import error_code
 from mltp.compute.user_data import parse_user_data
-from mltp.datasets import split_s3_uri
+from mltp.dataset_catalog import split_s3_uri
 
 logger = logging.getLogger("mltp.fleet")
 

@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from mltp import datasets
 from mltp.aws import ClientFactory
-from mltp.datasets import split_s3_uri
+from mltp.dataset_catalog import split_s3_uri
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
