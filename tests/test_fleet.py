@@ -134,9 +134,17 @@ def test_at_most_max_trainers_run_and_the_rest_wait(tmp_path: Path) -> None:
     fleet.schedule()
     snapshot = fleet.snapshot()
     assert set(snapshot["running"]) == {"w0", "w1"} and snapshot["queued"] == ["w2", "w3"]
-    wait_for(lambda: (fleet.schedule(), set(fleet.snapshot()["running"]) == {"w2", "w3"})[1], timeout=10)
-    wait_for(lambda: (fleet.schedule(), not fleet.snapshot()["running"])[1], timeout=10)
-    assert fleet.snapshot()["queued"] == []
+    seen = []  # what ran at each look (w2 may end before w3 starts on a loaded machine)
+
+    def drained() -> bool:
+        fleet.schedule()
+        now = fleet.snapshot()
+        seen.append(set(now["running"]))
+        return not now["running"] and not now["queued"]
+
+    wait_for(drained, timeout=20)
+    assert max(len(running) for running in seen) <= 2
+    assert {"w2", "w3"} <= set().union(*seen)
 
 
 def test_an_invocation_past_the_function_timeout_is_killed(tmp_path: Path) -> None:
