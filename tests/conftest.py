@@ -57,9 +57,6 @@ def mock_clients():
     caches them), so event hooks registered by a test apply to every call."""
     from moto import mock_aws
 
-    from mltp.sandbox.moto_server import make_puts_atomic
-
-    make_puts_atomic()
     with mock_aws():
         import boto3
 
@@ -76,12 +73,9 @@ def mock_clients():
 
 @contextmanager
 def threaded_moto_server() -> Iterator[str]:
-    """A moto server in this process on a free loopback port (its URL), PUTs atomic as in the sandbox's."""
+    """A moto server in this process on a free loopback port: its URL."""
     from moto.server import ThreadedMotoServer
 
-    from mltp.sandbox.moto_server import make_puts_atomic
-
-    make_puts_atomic()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -230,6 +224,14 @@ def scratch_prefect() -> Iterator[str]:
         from prefect.settings import PREFECT_API_URL
 
         yield PREFECT_API_URL.value()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every moto this test process runs (the in-process mock, ThreadedMotoServers) applies each S3 PUT
+    # atomically, as S3 and the sandbox's moto server do.
+    from mltp.sandbox.moto_server import make_puts_atomic
+
+    make_puts_atomic()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
