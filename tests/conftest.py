@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Unit tests use moto's in-process `mock_aws`. Everything marked `servers` goes through real servers the
-way a user's run does: the `mltp` console script in a subprocess, a moto server and a Prefect server
+way a user's run does: the `mltp` command in a process of its own, a moto server and a Prefect server
 on loopback, all started by `mltp sandbox up` into a temporary `.mltp/`.
 """
 
@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.forked_cli import ForkedCli
 
 MLTP = str(Path(sys.executable).parent / "mltp")
 FAKE_AWS = {
@@ -102,10 +105,24 @@ def wait_for(predicate, timeout: float = 90, every: float = 0.1):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+_FORKED_CLI: ForkedCli | None = None
+
+
 def run_mltp(
     *args: str, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess:
-    """Run the installed `mltp` console script, as a user would."""
+    """Run the `mltp` command in a process of its own, as a user would: forked from a process that has
+    imported it already (see tests/forked_cli.py), which saves ~4 s of CPU per call."""
+    global _FORKED_CLI
+    if _FORKED_CLI is None:
+        _FORKED_CLI = ForkedCli(Path(tempfile.mkdtemp(prefix="mltp-cli-")), MLTP)
+    return _FORKED_CLI.run(list(args), {**os.environ, **(env or {})}, timeout)
+
+
+def run_console_script(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """Run the installed `mltp` console script itself."""
     return subprocess.run(
         [MLTP, *args],
         env={**os.environ, **(env or {})},
@@ -232,6 +249,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from mltp.sandbox.moto_server import make_puts_atomic
 
     make_puts_atomic()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _FORKED_CLI is not None:
+        _FORKED_CLI.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -59,11 +59,17 @@ def _root(
     """Train scikit-learn models on AWS compute, orchestrated by Prefect."""
 
 
-def main() -> None:
+ENVIRONMENT_DEFAULTS = {
     # Prefect's client telemetry reaches the internet; off unless the user explicitly turns it on.
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    "DO_NOT_TRACK": "1",
     # Never let Prefect start a hidden throw-away server (e.g. from a thread that lost our settings).
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
+    "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+}
+
+
+def main() -> None:
+    for name, value in ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     try:
         # Not standalone: typer would print a usage error as a boxed panel, we print every error as one line.
         result = app(standalone_mode=False)

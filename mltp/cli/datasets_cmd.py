@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from mltp.cli.context import prefect_connection
-from mltp.cli.output import console, emit_json
+from mltp.cli.output import console, emit_json, quiet_prefect_console
 from mltp.dataset_catalog import DEFAULT_MAX_MB, get_manifest, list_datasets, parse_reference, versions
 from mltp.errors import ConfigError
 
@@ -61,8 +60,7 @@ def ingest(
     """Upload, hash and profile a dataset in one pass; identical bytes again change nothing."""
     if auto_train and not target:
         raise ConfigError("--auto-train needs --target: training needs to know which column to predict")
-    # Prefect's console log would repeat our one-line errors as tracebacks; its logs still reach the UI.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    quiet_prefect_console()
     with prefect_connection(), _progress_bar() as bar:
         from prefect.events.worker import EventsWorker
 

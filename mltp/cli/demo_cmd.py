@@ -9,14 +9,13 @@ Running it again reuses both datasets (same bytes, same versions) and registers 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mltp.cli.output import console, emit_json
+from mltp.cli.output import console, emit_json, quiet_prefect_console
 from mltp.cli.runlog import echo_run_log
 from mltp.home import mltp_home
 
@@ -85,7 +84,7 @@ def demo(json: bool = typer.Option(False, "--json", help="Print the summary as J
     from mltp.prefect_api import activated
     from mltp.sandbox.lifecycle import Sandbox
 
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    quiet_prefect_console()
     say = (lambda text: None) if json else console.print
     sandbox = Sandbox(mltp_home())
     endpoints = sandbox.running_endpoints()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -12,3 +14,13 @@ console = Console(highlight=False, soft_wrap=True)
 
 def emit_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def quiet_prefect_console() -> None:
+    """Keep Prefect's console handler to critical messages: it would repeat as tracebacks the errors a
+    command reports in one line (its logs still reach the API and the UI). A level the user set wins.
+    Prefect reads the level when it sets its logging up, on import: if that happened already, again."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    configuration = sys.modules.get("prefect.logging.configuration")
+    if configuration is not None and configuration.PROCESS_LOGGING_CONFIG:
+        configuration.setup_logging()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 from rich.table import Column, Table
 
 from mltp.cli.context import prefect_connection
-from mltp.cli.output import console, emit_json
+from mltp.cli.output import console, emit_json, quiet_prefect_console
 
 
 def reap(
@@ -23,8 +21,7 @@ def reap(
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Terminate EC2 instances whose training flow run ended or died without stopping them."""
-    # Prefect's console handler would print tracebacks; the run's log still reaches the UI.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    quiet_prefect_console()
     with prefect_connection():
         from flows.reap import reap_orphans
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json as jsonlib
-import os
 
 import typer
 
 from mltp.cli.context import prefect_connection
-from mltp.cli.output import console, emit_json
+from mltp.cli.output import console, emit_json, quiet_prefect_console
 from mltp.cli.runlog import echo_run_log
 from mltp.dataset_catalog import parse_reference
 from mltp.errors import ConfigError
@@ -127,8 +126,7 @@ def train(
         )
     get_algorithm(algorithm)  # the flow's parameter check would say it less clearly
     name, version = parse_reference(dataset)
-    # Prefect's console handler would print tracebacks; the run's log lines are echoed below instead.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    quiet_prefect_console()  # the run's log lines are echoed below instead
     with prefect_connection():
         from flows.train import train_model  # sets Prefect's logging up: echo handlers go on after
 
