@@ -4,17 +4,16 @@ and the whole sandbox restarted under a running training and under a registratio
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from botocore.exceptions import ClientError
 from sklearn import datasets as toy
@@ -226,28 +225,19 @@ def restart(sandbox) -> None:
     sandbox.stop_polling_incoming()
 
 
-def trainer_for(sandbox, dataset: str) -> str:
-    """The instance whose trainer the fleet runs for a job on `dataset` (job ids start with its name)."""
+def trainer_for(sandbox, dataset: str) -> psutil.Process:
+    """The trainer process the fleet runs for a job on `dataset` (job ids start with its name)."""
 
     def find():
         running = httpx.get(f"{sandbox.status['lambda_endpoint_url']}/fleet/health").json()["running"]
         ours = [
-            key for key in running if key.startswith("i-") and job_id_of(sandbox, key).startswith(dataset)
+            pid
+            for key, pid in running.items()
+            if key.startswith("i-") and job_id_of(sandbox, key).startswith(dataset)
         ]
-        return ours[0] if ours else None
+        return psutil.Process(ours[0]) if ours else None
 
     return wait_for(find, timeout=180, every=0.2)
-
-
-def trainer_processes(dataset: str) -> list[int]:
-    """Pids of trainer processes still running a job on `dataset` (its job URIs name it)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            argv = cmdline.read_bytes().split(b"\0")
-            if b"mltp.trainer" in argv and any(dataset.encode() in arg for arg in argv):
-                found.append(int(cmdline.parent.name))
-    return found
 
 
 def assert_one_line_failure(code: int, err: str, *clear: tuple[int, str]) -> None:
@@ -285,7 +275,7 @@ def test_a_restarted_sandbox_fails_a_monitored_training_and_a_registration_clear
         with HoldingProxy(sandbox.aws_endpoint_url, f"models/{held}/versions/1/approval.json") as proxy:
             route_platform_through(sandbox, proxy.url)
             slow, quick, monitored = start_slow_and_quick(sandbox, tmp_path_factory.mktemp("restart"), held)
-            trainer_for(sandbox, monitored)  # the slow job runs: its flow is monitoring it
+            trainer = trainer_for(sandbox, monitored)  # the slow job runs: its flow is monitoring it
             assert proxy.held.wait(timeout=180)  # the quick one is registering: its claim and model are in
             restart(sandbox)
             proxy.released.set()
@@ -298,6 +288,6 @@ def test_a_restarted_sandbox_fails_a_monitored_training_and_a_registration_clear
         listing = sandbox.s3().list_objects_v2(Bucket=MODELS_BUCKET, Prefix="models/")
         assert [item["Key"] for item in listing.get("Contents", [])] == []  # nothing half-registered
         assert sandbox.live_instances() == []
-        assert trainer_processes(monitored) == []  # the restart took the old fleet's trainers with it
+        assert not trainer.is_running()  # the restart took the old fleet's trainers with it
     finally:
         run_mltp("sandbox", "down", env=sandbox.env)

@@ -102,6 +102,10 @@ def overdue_runs(sandbox: RunningSandbox, deployment_id: str, before: datetime) 
     return [run for run in found if run["auto_scheduled"]]
 
 
+def family(pid: int) -> list[psutil.Process]:
+    return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+
 @pytest.fixture
 def private_sandbox(tmp_path) -> Iterator[RunningSandbox]:
     """A sandbox of the test's own, stopped even when the test fails half-way."""
@@ -115,7 +119,9 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     home, env = private_sandbox.home, private_sandbox.env
     first = pids_of(home)
     assert set(first) == {"moto", "fleet", "prefect", "worker"}
-    prefect_family = [psutil.Process(first["prefect"]), *psutil.Process(first["prefect"]).children(True)]
+    prefect_family = family(first["prefect"])
+    old_fleet_family = family(first["fleet"])
+    assert len(old_fleet_family) > 1  # the fork server its trainers start from, and what it started
 
     for crashed in ("moto", "worker"):  # the AWS side crashes, and so does the worker
         os.kill(first[crashed], signal.SIGKILL)
@@ -148,6 +154,7 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     assert "restarted the fleet with the new moto server" in notes
     assert "removed a stale worker pid file left by a crashed sandbox" in notes
     second = pids_of(home)
+    fleet_family = family(second["fleet"])
     assert second["prefect"] == first["prefect"]  # the healthy server was kept
     assert all(second[name] != first[name] for name in ("moto", "fleet", "worker"))
     assert json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)["running"] is True
@@ -157,7 +164,10 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     assert down.returncode == 0
     assert "stopped the prefect server" in down.stdout
     _, alive = psutil.wait_procs(
-        [psutil.Process(pid) for pid in second.values() if psutil.pid_exists(pid)] + prefect_family,
+        [psutil.Process(pid) for pid in second.values() if psutil.pid_exists(pid)]
+        + prefect_family
+        + old_fleet_family
+        + fleet_family,
         timeout=10,
     )
     assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]

@@ -10,7 +10,8 @@ moto records instances and functions but runs neither (it never executes user-da
   bootstrap would run, with the instance id exported; when the trainer exits the instance is
   terminated, as `shutdown` with terminate behaviour does. Terminating an instance kills its trainer.
 
-At most `max_trainers` trainers run at once; the others wait, as they would for capacity.
+At most `max_trainers` trainers run at once; the others wait, as they would for capacity. Each runs in
+its own process, forked from one that imported the trainer's libraries once (`trainer_processes`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -45,6 +45,7 @@ from botocore.exceptions import ClientError
 from mltp.aws import error_code
 from mltp.compute.user_data import parse_user_data
 from mltp.dataset_catalog import split_s3_uri
+from mltp.sandbox import trainer_processes
 
 logger = logging.getLogger("mltp.fleet")
 
@@ -71,7 +72,7 @@ class Work:
     cwd: str | None = None
     stdin: bytes = b""
     timeout_s: float | None = None
-    process: subprocess.Popen | None = None
+    process: trainer_processes.TrainerProcess | None = None
     started: float = 0.0
     log_path: Path | None = None
 
@@ -229,8 +230,7 @@ class Fleet:
         with self.lock:
             work = self.running.pop(key, None)
         if work and work.process and work.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(work.process.pid, signal.SIGKILL)
+            work.process.kill()
             work.process.wait()
 
     def schedule(self) -> None:
@@ -264,21 +264,8 @@ class Fleet:
         log_dir = self.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         work.log_path = log_dir / f"{work.key}.log"
-        with work.log_path.open("ab") as log:
-            work.process = subprocess.Popen(
-                work.argv,
-                env=work.env,
-                cwd=work.cwd,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminated "machine" takes all its processes with it
-            )
+        work.process = trainer_processes.start(work.argv, work.env, work.cwd, work.stdin, work.log_path)
         work.started = time.monotonic()
-        assert work.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            work.process.stdin.write(work.stdin)
-        work.process.stdin.close()
         logger.info("%s %s: trainer started (pid %d)", work.kind, work.key, work.process.pid)
 
     def snapshot(self) -> dict[str, Any]:
@@ -439,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
     fleet = Fleet(args.moto_url, args.state_dir, args.max_trainers, base_env)
+    trainer_processes.warm_up()
     Gateway.fleet = fleet
     Gateway.forward_client = httpx.Client(base_url=args.moto_url, timeout=120.0)
     server = ThreadingHTTPServer((args.host, args.port), Gateway)
