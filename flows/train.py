@@ -50,7 +50,7 @@ from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import BucketError, MltpError
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
-from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds
+from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds, progress_changed
 from mltp.registry import AliasRaceError, validate_model_name
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd
 from tasks.registry import announce, current_champion, promote_if_better, register_model
@@ -222,6 +222,7 @@ class _Watch:
         self.cursor = LogCursor(after_ms=int(datetime.now(UTC).timestamp() * 1000) - 60_000)
         self.started = time.monotonic()
         self.first_progress: tuple[float, float] | None = None
+        self.shown: tuple[float, float] = (0.0, time.monotonic())  # the progress on show, and since when
         self.last_lease = 0.0
         self.launches: list[dict[str, Any]] = []
 
@@ -347,10 +348,13 @@ class _Watch:
         if self.first_progress is None and overall > 0:
             self.first_progress = (now, overall)
         eta = eta_seconds(self.first_progress, (now, overall)) if self.first_progress else None
+        if not progress_changed(self.shown, overall, now):
+            return
         try:
             update_progress_artifact(
                 self.artifact, 100.0 * overall, description=self._describe_progress(overall, eta)
             )
+            self.shown = (overall, now)
         except (httpx.HTTPError, PrefectHTTPStatusError) as error:
             # Only a display: a Prefect API down for longer than its client's retries (a restarted
             # server) must not end a run whose compute is paid for. The next tick shows it again.

@@ -25,6 +25,9 @@ METRIC_PERIOD_S = 5  # the trainer publishes high-resolution metrics, so 5 s per
 QUERIES_PER_CALL = 500  # GetMetricData's limit
 STREAMS_PER_CALL = 100  # FilterLogEvents' limit
 MAX_LINE_CHARS = 2000
+# The progress shown in Prefect changes when the jobs' progress does, and at least this often for the time
+# estimate beside it otherwise: each change is a Prefect API call, and the monitor ticks every second or two.
+PROGRESS_REFRESH_S = 5.0
 
 
 class MonitorSettings(BaseModel):
@@ -259,3 +262,8 @@ def eta_seconds(first: tuple[float, float], latest: tuple[float, float]) -> floa
     if t1 <= t0 or p1 <= p0:
         return None
     return (1.0 - p1) * (t1 - t0) / (p1 - p0)
+
+
+def progress_changed(shown: tuple[float, float], progress: float, now: float) -> bool:
+    """Whether to show `progress` (0-1) at monotonic time `now`, given the (progress, time) on show."""
+    return progress != shown[0] or now - shown[1] >= PROGRESS_REFRESH_S

@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mltp.compute.base import ComputeState, Launched
-from mltp.monitor import LogCursor, MonitorSettings, assess, eta_seconds, poll
+from mltp.monitor import (
+    PROGRESS_REFRESH_S,
+    LogCursor,
+    MonitorSettings,
+    assess,
+    eta_seconds,
+    poll,
+    progress_changed,
+)
 from mltp.s3_json import put_json
 from mltp.trainer.telemetry import LOG_GROUP, NAMESPACE
 
@@ -111,6 +119,19 @@ def test_poll_interval_grows_with_age_up_to_the_cap() -> None:
 )
 def test_eta_from_the_observed_rate(first, latest, expected) -> None:
     assert eta_seconds(first, latest) == (pytest.approx(expected) if expected else expected)
+
+
+@pytest.mark.parametrize(
+    ("progress", "seconds_later", "changed"),
+    [
+        (0.4, 1.0, False),  # the same progress, its estimate shown a moment ago
+        (0.41, 0.5, True),  # new progress shows at once
+        (0.4, PROGRESS_REFRESH_S, True),  # the time estimate beside it is refreshed now and then
+        (1.0, 0.1, True),  # and so does the end
+    ],
+)
+def test_progress_is_shown_when_it_changes(progress: float, seconds_later: float, changed: bool) -> None:
+    assert progress_changed((0.4, 1000.0), progress, 1000.0 + seconds_later) is changed
 
 
 def test_settings_are_validated() -> None:
