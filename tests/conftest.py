@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.forked_cli import ForkedCli
+from tests.forked_cli import ForkedCli, ForkedCommand
 
 MLTP = str(Path(sys.executable).parent / "mltp")
 FAKE_AWS = {
@@ -108,15 +108,24 @@ def wait_for(predicate, timeout: float = 90, every: float = 0.1):
 _FORKED_CLI: ForkedCli | None = None
 
 
+def forked_cli() -> ForkedCli:
+    global _FORKED_CLI
+    if _FORKED_CLI is None:
+        _FORKED_CLI = ForkedCli(Path(tempfile.mkdtemp(prefix="mltp-cli-")), MLTP)
+    return _FORKED_CLI
+
+
 def run_mltp(
     *args: str, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess:
     """Run the `mltp` command in a process of its own, as a user would: forked from a process that has
-    imported it already (see tests/forked_cli.py), which saves ~4 s of CPU per call."""
-    global _FORKED_CLI
-    if _FORKED_CLI is None:
-        _FORKED_CLI = ForkedCli(Path(tempfile.mkdtemp(prefix="mltp-cli-")), MLTP)
-    return _FORKED_CLI.run(list(args), {**os.environ, **(env or {})}, timeout)
+    imported it already (see tests/forked_cli.py), which saves seconds of CPU per call."""
+    return forked_cli().run(list(args), {**os.environ, **(env or {})}, timeout)
+
+
+def start_mltp(*args: str, env: dict[str, str] | None = None) -> ForkedCommand:
+    """Start the `mltp` command as `run_mltp` runs it, without waiting for it (like `subprocess.Popen`)."""
+    return forked_cli().start(list(args), {**os.environ, **(env or {})})
 
 
 def run_console_script(
@@ -256,6 +265,30 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _FORKED_CLI.stop()
 
 
+# The slowest files (measured: minutes each on the 2-core CI machine), started first so that the workers,
+# which take whole files, end close together instead of one running the last slow file alone.
+SLOWEST_FILES = (
+    "test_deployments.py",
+    "test_train_on_aws.py",
+    "test_bad_input.py",
+    "test_process_faults.py",
+    "test_blocks_and_doctor.py",
+    "test_sandbox_lifecycle.py",
+    "test_datasets_cli.py",
+    "test_pipeline.py",
+    "test_security.py",
+    "test_train_cli.py",
+    "test_load.py",
+)
+
+
+def _slowness_rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Run the quick in-process tests first: a broken unit fails fast before servers start.
-    items.sort(key=lambda item: "servers" in item.keywords or "browser" in item.keywords)
+    items.sort(
+        key=lambda item: ("servers" in item.keywords or "browser" in item.keywords, _slowness_rank(item))
+    )

@@ -2,11 +2,13 @@
 that imported the command once.
 
 A fresh `mltp` process spends ~4 s of CPU importing Prefect, prefect-aws and the CLI before it does
-anything, and the suite runs a few hundred of them on two cores. Here each call is still a separate
+anything, and as much again importing scikit-learn, skops and pandas when it trains or reads a model;
+the suite runs a few hundred of them on two cores. Here each call is still a separate
 process with the caller's arguments, environment, working folder, standard streams and exit code, running
 the console script's own `main()`; only those imports happened before the fork. Prefect reads its
 settings and configures logging when it is imported, so each child reads them again from its own
-environment first. Tests that signal a command or run several at once start the console script itself.
+environment first. `ForkedCli.start` gives a started command the part of `subprocess.Popen` tests use
+(its pid, `kill`, `communicate`).
 
 The server: `python tests/forked_cli.py SOCKET`. For each connection it forks a handler, which forks the
 command, tells the caller the command's pid, waits for it and sends its return code (`-N` for signal N,
@@ -15,11 +17,14 @@ as `subprocess` does).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import json
 import os
 import random
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -87,11 +92,11 @@ def _handle(conn: socket.socket) -> None:
 
 
 def serve(path: str) -> None:
-    import prefect  # noqa: F401  the imports every child inherits
-    import prefect_aws  # noqa: F401
+    from mltp.sandbox.trainer_processes import PRELOADED  # what training and reading a model import
 
-    import mltp.cli  # noqa: F401
-
+    commands = ("prefect", "prefect_aws", "mltp.cli", "flows.ingest_and_train", "flows.reap", "flows.watch")
+    for name in (*commands, *PRELOADED):
+        importlib.import_module(name)  # the imports every child inherits
     gc.freeze()  # as the gc docs advise before forking: children neither copy nor scan what came before
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX)
@@ -148,50 +153,79 @@ class ForkedCli:
             self.server.wait(timeout=30)
 
     def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        command = self.start(args, env)
+        out, err = command.communicate(timeout)
+        return subprocess.CompletedProcess([self.argv0, *args], command.returncode, out, err)
+
+    def start(self, args: list[str], env: dict[str, str]) -> ForkedCommand:
+        """Start the command and return once it runs (its pid known), as `subprocess.Popen` does."""
         self._started()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         stdin = os.open(os.devnull, os.O_RDONLY)
         request = json.dumps({"argv0": self.argv0, "args": args, "env": env, "cwd": os.getcwd()}).encode()
-        with socket.socket(socket.AF_UNIX) as conn:
-            conn.connect(self.path)
-            try:
-                socket.send_fds(conn, [HEADER.pack(len(request))], [stdin, out_write, err_write])
-                conn.sendall(request)
-            finally:
-                for fd in (stdin, out_write, err_write):
-                    os.close(fd)
-            reports = bytearray()
-            streams = {out_read: bytearray(), err_read: bytearray(), conn.fileno(): reports}
-            self._collect(streams, conn, args, timeout)
-        os.close(out_read)
-        os.close(err_read)
-        return subprocess.CompletedProcess(
-            [self.argv0, *args],
-            json.loads(reports.splitlines()[-1])["returncode"],
-            _text(streams[out_read]),
-            _text(streams[err_read]),
-        )
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(self.path)
+        try:
+            socket.send_fds(conn, [HEADER.pack(len(request))], [stdin, out_write, err_write])
+            conn.sendall(request)
+        finally:
+            for fd in (stdin, out_write, err_write):
+                os.close(fd)
+        return ForkedCommand([self.argv0, *args], conn, out_read, err_read)
 
-    @staticmethod
-    def _collect(streams: dict[int, bytearray], conn: socket.socket, args: list[str], timeout: float):
+
+class ForkedCommand:
+    """A started command: the part of `subprocess.Popen` (text mode, both streams piped) tests use."""
+
+    def __init__(self, args: list[str], conn: socket.socket, out_read: int, err_read: int) -> None:
+        self.args = args
+        self.returncode: int | None = None
+        self._conn, self._out, self._err = conn, out_read, err_read
+        self._reports = bytearray()
+        self._streams = {out_read: bytearray(), err_read: bytearray(), conn.fileno(): self._reports}
+        while b"\n" not in self._reports:  # the handler's first report: the command's pid
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("the forked-CLI server did not start the command")
+            self._reports += chunk
+        self.pid: int = json.loads(self._reports.splitlines()[0])["pid"]
+
+    def kill(self) -> None:
+        if self._reports.count(b"\n") < 2:  # no return code reported yet: the pid is still the command's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float = 300) -> int:
+        self.communicate(timeout)
+        return self.returncode
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
         """Read stdout, stderr and the handler's reports until all three end, or kill at the timeout."""
+        if self.returncode is None:
+            self._collect(timeout)
+        return _text(self._streams[self._out]), _text(self._streams[self._err])
+
+    def _collect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
-            for fd in streams:
+            for fd in self._streams:
                 selector.register(fd, selectors.EVENT_READ)
             while selector.get_map():
                 ready = selector.select(max(0.0, deadline - time.monotonic()))
                 if not ready and time.monotonic() >= deadline:
-                    pid = json.loads(streams[conn.fileno()].splitlines()[0])["pid"]
-                    os.kill(pid, 9)
-                    raise subprocess.TimeoutExpired(args, timeout)
+                    self.kill()
+                    raise subprocess.TimeoutExpired(self.args, timeout)
                 for key, _ in ready:
                     chunk = os.read(key.fd, 65536)
                     if chunk:
-                        streams[key.fd] += chunk
+                        self._streams[key.fd] += chunk
                     else:
                         selector.unregister(key.fd)
+        self._conn.close()
+        os.close(self._out)
+        os.close(self._err)
+        self.returncode = json.loads(self._reports.splitlines()[-1])["returncode"]
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ as the console script does, or the suite would test something users never run.""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
-from tests.conftest import free_port, run_console_script, run_mltp
+from tests.conftest import free_port, run_console_script, run_mltp, start_mltp
 
 CALLS = [
     ["--version"],
@@ -52,3 +54,16 @@ def test_a_call_past_its_timeout_is_killed() -> None:
         with pytest.raises(subprocess.TimeoutExpired):
             run_mltp("models", "list", env={"PREFECT_API_URL": url}, timeout=3)
     assert run_mltp("--version").returncode == 0  # the server goes on serving
+
+
+def test_a_started_command_runs_under_its_own_pid_until_killed() -> None:
+    with socket.socket() as silent:  # accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        command = start_mltp("models", "list", env={"PREFECT_API_URL": url})
+        assert psutil.Process(command.pid).is_running() and command.returncode is None
+        command.kill()
+        assert command.wait(30) == -signal.SIGKILL
+    finished = start_mltp("--version")
+    assert finished.communicate(30) == (run_mltp("--version").stdout, "") and finished.returncode == 0

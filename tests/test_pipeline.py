@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import datasets as toy
 
-from tests.conftest import run_mltp
+from tests.conftest import run_mltp, wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -83,7 +83,8 @@ def test_train_register_promote_and_predict(sandbox, wine, tmp_path) -> None:
     assert lineage["compute"]["backend"] == "ec2" and lineage["compute"]["reasons"]
     assert lineage["versions"]["scikit-learn"] and lineage["code_version"]
 
-    events = events_for(sandbox, model)
+    # The server stores events in batches: the second may come a few seconds after its command ended.
+    events = wait_for(lambda: len(found := events_for(sandbox, model)) >= 2 and found, timeout=30, every=0.5)
     assert sorted(event["payload"]["version"] for event in events) == [1, 2]
     artifacts = sandbox.api("/artifacts/filter", {"artifacts": {"key": {"any_": [f"model-{model}"]}}})
     assert artifacts and "## Lineage" in artifacts[0]["data"]

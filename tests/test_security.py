@@ -58,7 +58,8 @@ from mltp.runs import job_id_of
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.sandbox.lifecycle import SECRET_ACCESS_KEY
 from mltp.trainer.algorithms import ALGORITHMS
-from tests.conftest import MLTP, prefect_http, wait_for
+from tests.conftest import prefect_http, start_mltp, wait_for
+from tests.forked_cli import ForkedCommand
 
 SERVERS = pytest.mark.servers
 # The secret the sandbox's credentials block holds (and the fleet hands its trainers). Its access key id,
@@ -314,20 +315,12 @@ class Command:
     """A `mltp` command started in the background, finished on first use."""
 
     args: list[str]
-    process: subprocess.Popen
+    process: ForkedCommand
     result: subprocess.CompletedProcess | None = None
 
     @classmethod
     def start(cls, sandbox, *args: str) -> Command:
-        process = subprocess.Popen(
-            [MLTP, *args],
-            env={**os.environ, **sandbox.env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        return cls(list(args), process)
+        return cls(list(args), start_mltp(*args, env=sandbox.env))
 
     def finish(self) -> subprocess.CompletedProcess:
         if self.result is None:

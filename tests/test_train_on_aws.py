@@ -19,8 +19,9 @@ import pytest
 from sklearn import datasets as toy
 
 from mltp.sandbox.lifecycle import DATA_BUCKET, MODELS_BUCKET
-from tests.conftest import MLTP, run_mltp, start_sandbox, wait_for
+from tests.conftest import run_mltp, start_mltp, start_sandbox, wait_for
 from tests.fault_proxy import FaultProxy
+from tests.forked_cli import ForkedCommand
 from tests.test_ui import render
 
 pytestmark = pytest.mark.servers
@@ -201,14 +202,8 @@ def test_a_trainer_that_raises_fails_with_its_message_and_is_not_relaunched(sand
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def start_training(sandbox, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [MLTP, "train", *args, "--json"],
-        env={**os.environ, **sandbox.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_training(sandbox, *args: str) -> ForkedCommand:
+    return start_mltp("train", *args, "--json", env=sandbox.env)
 
 
 def new_trainer(sandbox, known: set[str]) -> tuple[str, int]:
@@ -227,7 +222,7 @@ def job_id_of(sandbox, instance_id: str) -> str:
     return next(t["Value"] for t in reservation["Instances"][0]["Tags"] if t["Key"] == "mltp:job-id")
 
 
-def finish(process: subprocess.Popen) -> tuple[int, dict | None, str]:
+def finish(process: ForkedCommand) -> tuple[int, dict | None, str]:
     out, err = process.communicate(timeout=300)
     return process.returncode, (json.loads(out) if out.strip() else None), err
 
@@ -251,7 +246,7 @@ def test_a_killed_trainer_is_lost_compute_and_the_job_is_relaunched(sandbox, dat
 
 def start_and_freeze(
     sandbox, datasets, *options: str, after_first_heartbeat: bool = True
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[ForkedCommand, str]:
     """Start a slow EC2 job, and freeze its trainer (by default once its first heartbeat is in
     CloudWatch): the machine is alive but silent, as a hung one is."""
     known = set(sandbox.live_instances())
