@@ -63,7 +63,7 @@ class TrainerProcess:
         return self._process.exitcode
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:
         self._process.join(timeout)
@@ -90,7 +90,7 @@ def start(
     if len(argv) < 3 or argv[0] != sys.executable or argv[1] not in ("-m", "-c"):
         raise ValueError(f"a trainer is `{sys.executable} -m module` or `-c code`, not {argv!r}")
     process = _context().Process(
-        target=_run, args=(argv[1:], env, cwd, stdin, str(log_path)), name=log_path.stem, daemon=False
+        target=_run, args=(argv[1:], env, cwd, stdin, str(log_path)), name=log_path.stem
     )
     process.start()
     return TrainerProcess(process)
