@@ -24,6 +24,8 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -181,3 +183,34 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.client.close()
+
+
+@contextmanager
+def platform_routed(prefect_api_url: str, aws_url: str, lambda_url: str | None = None) -> Iterator[None]:
+    """Point the sandbox's `mltp-aws` block (and `mltp-lambda`'s endpoint, if given) at other URLs, such
+    as fault proxies: commands started meanwhile talk to AWS through them. The blocks are put back as
+    they were afterwards, so the sandbox can go on serving other tests."""
+    from prefect_aws import AwsCredentials
+
+    from blocks.compute import LambdaCompute
+    from blocks.platform import CREDENTIALS, LAMBDA
+    from mltp.prefect_api import activated
+
+    def route(aws: str, lambda_endpoint: str | None) -> tuple[str, str | None]:
+        with activated(prefect_api_url):
+            credentials = AwsCredentials.load(CREDENTIALS)
+            previous = credentials.aws_client_parameters.endpoint_url, None
+            credentials.aws_client_parameters.endpoint_url = aws
+            credentials.save(CREDENTIALS, overwrite=True)
+            if lambda_endpoint:
+                function = LambdaCompute.load(LAMBDA)
+                previous = previous[0], function.endpoint_url
+                function.endpoint_url = lambda_endpoint
+                function.save(LAMBDA, overwrite=True)
+        return previous
+
+    previous = route(aws_url, lambda_url)
+    try:
+        yield
+    finally:
+        route(*previous)

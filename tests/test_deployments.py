@@ -362,10 +362,7 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
     # A schedule due every minute (first in 15 s) instead of at 02:00, for this test's dataset; removed
     # once its first run has started, before the next falls due (more would queue for training slots).
     schedule = {"interval": 60, "anchor_date": (datetime.now(UTC) - timedelta(seconds=45)).isoformat()}
-    added = sandbox.api(
-        f"/deployments/{nightly['id']}/schedules",
-        [{"schedule": schedule, "active": True, "parameters": {"dataset": name}}],
-    )
+    added = sandbox.add_schedule(nightly["id"], schedule, {"dataset": name})
 
     def scheduled_runs() -> list[dict]:
         return [r for r in runs_of(sandbox, "retrain-nightly") if r["parameters"]["dataset"] == name]
@@ -374,7 +371,7 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
         started = wait_for(lambda: [r for r in scheduled_runs() if r["state_type"] != "SCHEDULED"], 150)
         run = started[0]
     finally:
-        sandbox.api(f"/deployments/{nightly['id']}/schedules/{added[0]['id']}", method="DELETE")
+        sandbox.api(f"/deployments/{nightly['id']}/schedules/{added}", method="DELETE")
     assert run["auto_scheduled"] is True
     assert run["parameters"]["min_metric"] == "accuracy>=0.9"  # the deployment's quality gate
     finished(sandbox, run["id"])

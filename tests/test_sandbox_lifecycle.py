@@ -1,4 +1,5 @@
-"""Starting, crashing and stopping a sandbox of its own, through the console script."""
+"""Starting, restarting under a running training, crashing and stopping a sandbox of its own, through the
+console script."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ import json
 import os
 import signal
 import socket
+import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
+from sklearn import datasets as toy
 
+from mltp.sandbox.lifecycle import MODELS_BUCKET
 from tests.conftest import RunningSandbox, free_port, run_mltp, start_sandbox, wait_for
+from tests.fault_proxy import FaultProxy, platform_routed
+from tests.test_process_faults import FAST
+from tests.test_train_on_aws import ec2_trainers, finish, ingest, job_id_of, start_training
 
 pytestmark = pytest.mark.servers
 
@@ -106,13 +115,119 @@ def family(pid: int) -> list[psutil.Process]:
     return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
 
 
-@pytest.fixture
-def private_sandbox(tmp_path) -> Iterator[RunningSandbox]:
-    """A sandbox of the test's own, stopped even when the test fails half-way."""
-    running = start_sandbox(tmp_path / ".mltp")
+@pytest.fixture(scope="module")
+def private_sandbox(tmp_path_factory) -> Iterator[RunningSandbox]:
+    """A sandbox of this module's own, which its tests restart, crash and stop in turn (in file order);
+    stopped even when a test fails half-way."""
+    running = start_sandbox(tmp_path_factory.mktemp("private") / ".mltp")
     yield running
     if pids_of(running.home):
         run_mltp("sandbox", "down", env=running.env)
+
+
+# -- the sandbox restarted under a training and a registration ------------------------------------
+
+
+class HoldingProxy(FaultProxy):
+    """The fault proxy, holding every PUT of one S3 key until released: a moment inside a registration
+    that a test can wait for, whatever the machine's speed."""
+
+    def __init__(self, target: str, key: str) -> None:
+        super().__init__(target, rates={})
+        self.held, self.released = threading.Event(), threading.Event()
+        forward = self.client.request
+
+        def request(method: str, url: str, **options):
+            if method == "PUT" and urlsplit(url).path.endswith(f"/{key}"):
+                self.held.set()
+                self.released.wait(timeout=600)
+            return forward(method, url, **options)
+
+        self.client.request = request  # what the proxy's handler forwards every call with
+
+
+def restart(sandbox) -> None:
+    """`mltp sandbox down`, then `up` on the same ports: moto comes back empty, Prefect keeps its database."""
+    ports = {
+        flag: str(urlsplit(sandbox.status[key]).port)
+        for flag, key in (
+            ("--aws-port", "aws_endpoint_url"),
+            ("--prefect-port", "prefect_api_url"),
+            ("--fleet-port", "lambda_endpoint_url"),
+        )
+    }
+    down = run_mltp("sandbox", "down", env=sandbox.env)
+    assert down.returncode == 0, down.stderr
+    up = run_mltp("sandbox", "up", *[item for pair in ports.items() for item in pair], env=sandbox.env)
+    assert up.returncode == 0, up.stderr
+    sandbox.stop_polling_incoming()
+
+
+def trainer_for(sandbox, dataset: str) -> psutil.Process:
+    """The trainer process the fleet runs for a job on `dataset` (job ids start with its name)."""
+
+    def find():
+        running = ec2_trainers(sandbox)
+        ours = [pid for key, pid in running.items() if job_id_of(sandbox, key).startswith(dataset)]
+        return psutil.Process(ours[0]) if ours else None
+
+    return wait_for(find, timeout=180, every=0.2)
+
+
+def assert_one_line_failure(code: int, err: str, *clear: tuple[int, str]) -> None:
+    """The command ended with one of the `clear` failures (exit code, start of the message) and printed
+    no traceback (Prefect's own error lines while its server was down may come before)."""
+    assert "Traceback" not in err, err[-3000:]
+    last = (err.strip().splitlines() or ["(nothing on stderr)"])[-1]
+    ended_clearly = [
+        code == expected and last.startswith(f"mltp: error: {start}") for expected, start in clear
+    ]
+    assert any(ended_clearly), (code, err[-3000:])
+
+
+def forest_on_ec2(dataset: str, trees: int, *options: str) -> list[str]:
+    return ["--dataset", dataset, "--algorithm", "random_forest", "--param", f"n_estimators={trees}",
+            "--compute", "ec2", *FAST, *options]  # fmt: skip
+
+
+def start_slow_and_quick(sandbox, folder, held_model: str) -> tuple[object, object, str]:
+    """A slow training (minutes of trees) and a quick one registering as `held_model`, each on a dataset
+    of its own; returns both commands and the slow one's dataset."""
+    frame = toy.load_breast_cancer(as_frame=True).frame
+    monitored, registering = ingest(sandbox, folder, frame, "slow"), ingest(sandbox, folder, frame, "quick")
+    slow = start_training(sandbox, *forest_on_ec2(monitored, 50_000))
+    quick = start_training(sandbox, *forest_on_ec2(registering, 20, "--model-name", held_model))
+    return slow, quick, monitored
+
+
+@pytest.mark.timeout(600)  # the sandbox restarted: minutes on a loaded machine
+def test_a_restarted_sandbox_fails_a_monitored_training_and_a_registration_clearly(
+    private_sandbox, tmp_path
+) -> None:
+    sandbox = private_sandbox
+    held = f"held-{uuid.uuid4().hex[:6]}"
+    with (
+        HoldingProxy(sandbox.aws_endpoint_url, f"models/{held}/versions/1/approval.json") as proxy,
+        platform_routed(sandbox.prefect_api_url, proxy.url),
+    ):
+        slow, quick, monitored = start_slow_and_quick(sandbox, tmp_path, held)
+        trainer = trainer_for(sandbox, monitored)  # the slow job runs: its flow is monitoring it
+        assert proxy.held.wait(timeout=180)  # the quick one is registering: its claim and model are in
+        restart(sandbox)
+        proxy.released.set()
+        (slow_code, _, slow_err), (quick_code, _, quick_err) = finish(slow), finish(quick)
+    # Its next call reached moto either before `up` created the buckets again or after (no heartbeat
+    # any more, and relaunches that cannot boot without the trainer's wheel): both must end clearly.
+    lost, vanished = (1, "training failed (lost): "), (2, f"the bucket {MODELS_BUCKET} vanished")
+    assert_one_line_failure(slow_code, slow_err, lost, vanished)
+    assert_one_line_failure(quick_code, quick_err, (1, f"registering '{held}' version 1 was interrupted"))
+    listing = sandbox.s3().list_objects_v2(Bucket=MODELS_BUCKET, Prefix="models/")
+    assert [item["Key"] for item in listing.get("Contents", [])] == []  # nothing half-registered
+    assert sandbox.live_instances() == []
+    assert not trainer.is_running()  # the restart took the old fleet's trainers with it
+
+
+# -- crashed services ---------------------------------------------------------------------------------
 
 
 def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
@@ -129,7 +244,7 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     # With no worker, a schedule's runs fall due and pile up (here every 2 s instead of every minute).
     watcher = private_sandbox.api("/deployments/name/watch-incoming/watch-incoming", method="GET")
     schedule = {"interval": 2, "anchor_date": datetime.now(UTC).isoformat()}
-    private_sandbox.api(f"/deployments/{watcher['id']}/schedules", [{"schedule": schedule, "active": True}])
+    private_sandbox.add_schedule(watcher["id"], schedule)
     status = json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)
     assert status["running"] is False
     assert status["services"]["moto"]["state"] == "stale"

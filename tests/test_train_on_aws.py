@@ -19,8 +19,8 @@ import pytest
 from sklearn import datasets as toy
 
 from mltp.sandbox.lifecycle import DATA_BUCKET, MODELS_BUCKET
-from tests.conftest import run_mltp, start_mltp, start_sandbox, wait_for
-from tests.fault_proxy import FaultProxy
+from tests.conftest import run_mltp, start_mltp, wait_for
+from tests.fault_proxy import FaultProxy, platform_routed
 from tests.forked_cli import ForkedCommand
 from tests.test_ui import render
 
@@ -206,12 +206,17 @@ def start_training(sandbox, *args: str) -> ForkedCommand:
     return start_mltp("train", *args, "--json", env=sandbox.env)
 
 
+def ec2_trainers(sandbox) -> dict[str, int]:
+    """Instance id -> pid of each trainer the fleet runs for an EC2 instance now."""
+    running = httpx.get(f"{sandbox.status['lambda_endpoint_url']}/fleet/health").json()["running"]
+    return {key: pid for key, pid in running.items() if key.startswith("i-")}
+
+
 def new_trainer(sandbox, known: set[str]) -> tuple[str, int]:
     """The first trainer the fleet runs for an instance that was not running before."""
 
     def find():
-        running = httpx.get(f"{sandbox.status['lambda_endpoint_url']}/fleet/health").json()["running"]
-        fresh = {key: pid for key, pid in running.items() if key.startswith("i-") and key not in known}
+        fresh = {key: pid for key, pid in ec2_trainers(sandbox).items() if key not in known}
         return next(iter(fresh.items()), None)
 
     return wait_for(find, timeout=120, every=0.05)
@@ -346,34 +351,16 @@ def test_the_failure_hook_terminates_a_flow_runs_instances_from_another_process(
 FAULT_MIX = {"throttle": 0.06, "lost": 0.05, "unavailable": 0.03, "drop": 0.03, "slow": 0.03}
 
 
-@pytest.fixture(scope="module")
-def faulty_sandbox(tmp_path_factory):
-    """A private sandbox whose platform talks to AWS through fault-injecting proxies: one in front of
-    moto (every service), one in front of the fleet's Lambda endpoint."""
-    sandbox = start_sandbox(tmp_path_factory.mktemp("mltp-faulty"))
+@pytest.fixture
+def faulty_sandbox(sandbox):
+    """The sandbox, its platform talking to AWS through fault-injecting proxies while the test runs: one
+    in front of moto (every service), one in front of the fleet's Lambda endpoint."""
     with (
         FaultProxy(sandbox.aws_endpoint_url, {"*": FAULT_MIX}) as proxy,
         FaultProxy(sandbox.status["lambda_endpoint_url"], {"*": FAULT_MIX}, seed=11) as lambda_proxy,
+        platform_routed(sandbox.prefect_api_url, proxy.url, lambda_proxy.url),
     ):
-        from prefect_aws import AwsCredentials
-
-        from blocks.compute import LambdaCompute
-        from blocks.platform import CREDENTIALS, LAMBDA
-        from mltp.prefect_api import activated
-
-        with activated(sandbox.prefect_api_url):
-            credentials = AwsCredentials.load(CREDENTIALS)
-            credentials.aws_client_parameters.endpoint_url = proxy.url
-            credentials.save(CREDENTIALS, overwrite=True)
-            function = LambdaCompute.load(LAMBDA)
-            function.endpoint_url = lambda_proxy.url
-            function.save(LAMBDA, overwrite=True)
-        try:
-            yield sandbox, proxy, lambda_proxy
-        finally:
-            left = sandbox.live_instances()
-            run_mltp("sandbox", "down", env=sandbox.env)
-            assert not left, left
+        yield sandbox, proxy, lambda_proxy
 
 
 @pytest.mark.timeout(900)  # every fault costs botocore a backoff: on a loaded machine, minutes
