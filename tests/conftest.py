@@ -251,10 +251,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
     assert not left, f"instances left running in moto after the tests: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scratch_prefect() -> Iterator[str]:
     """A second real Prefect server whose blocks a test may break: `prefect_test_harness` runs one in a
-    subprocess, here shared by the tests that point the CLI at it with PREFECT_API_URL."""
+    subprocess, shared by a module's tests that point the CLI at it with PREFECT_API_URL, and stopped when
+    the module is done (an idle server still costs CPU)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
