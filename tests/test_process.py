@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from mltp.errors import PortInUseError, SandboxError
-from mltp.sandbox.process import ManagedProcess, port_is_free, require_free_port
+from mltp.sandbox.process import ManagedProcess, boot_id, port_is_free, require_free_port
 from tests.conftest import free_port
 
 # A parent that starts a child in the same group, as uvicorn-style servers do.
@@ -50,7 +50,8 @@ def test_dead_pid_is_stale_and_cleaned(managed) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     managed.pid_file.parent.mkdir(parents=True)
-    managed.pid_file.write_text(json.dumps({"pid": dead.pid, "create_time": 1.0, "port": 1}))
+    record = {"pid": dead.pid, "boot_id": boot_id(), "started": 1.0, "port": 1}
+    managed.pid_file.write_text(json.dumps(record))
     assert managed.state() == "stale"
     assert managed.stop() == "stale"
     assert not managed.pid_file.exists()
@@ -61,13 +62,39 @@ def test_reused_pid_is_stale_and_the_stranger_survives(managed) -> None:
     try:
         managed.pid_file.parent.mkdir(parents=True)
         # Our pid file names a live pid, but one started at another time: not ours.
-        managed.pid_file.write_text(json.dumps({"pid": stranger.pid, "create_time": 1.0, "port": 1}))
+        record = {"pid": stranger.pid, "boot_id": boot_id(), "started": 1.0, "port": 1}
+        managed.pid_file.write_text(json.dumps(record))
         assert managed.state() == "stale"
         assert managed.stop() == "stale"
         assert stranger.poll() is None
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_wall_clock_step_leaves_a_running_service_running(managed, monkeypatch) -> None:
+    """NTP or a resumed VM steps the clock: psutil's create_time() moves with it, our record does not."""
+    managed.start([sys.executable, "-c", "import time; time.sleep(60)"], env={}, port=1)
+    try:
+        pid = managed.record().pid
+        before = psutil.Process(pid).create_time()
+        real_boot_time = psutil.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: real_boot_time + 30)
+        assert psutil.Process(pid).create_time() > before + 29  # what the clock step does to psutil
+        assert managed.state() == "running"
+    finally:
+        assert managed.stop() == "running"
+
+
+def test_a_pid_file_from_another_boot_is_stale(managed) -> None:
+    managed.start([sys.executable, "-c", "import time; time.sleep(60)"], env={}, port=1)
+    record = json.loads(managed.pid_file.read_text())
+    try:
+        managed.pid_file.write_text(json.dumps({**record, "boot_id": "another-boot"}))
+        assert managed.state() == "stale"
+    finally:
+        managed.pid_file.write_text(json.dumps(record))
+        assert managed.stop() == "running"
 
 
 def test_garbled_pid_file_is_stale(managed) -> None:

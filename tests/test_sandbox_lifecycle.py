@@ -18,6 +18,7 @@ import pytest
 from sklearn import datasets as toy
 
 from mltp.sandbox.lifecycle import MODELS_BUCKET
+from mltp.sandbox.process import boot_id
 from tests.conftest import RunningSandbox, free_port, run_mltp, start_sandbox, wait_for
 from tests.fault_proxy import FaultProxy, platform_routed
 from tests.test_process_faults import FAST
@@ -90,7 +91,8 @@ def test_commands_without_sandbox_or_api_say_how_to_start_one(tmp_path) -> None:
 def test_stale_pid_files_from_a_crash_are_cleaned_by_down(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "moto.pid").write_text(json.dumps({"pid": 2**22 + 7, "create_time": 1.0, "port": 5055}))
+    record = {"pid": 2**22 + 7, "boot_id": boot_id(), "started": 1.0, "port": 5055}
+    (run / "moto.pid").write_text(json.dumps(record))
     status = run_mltp("sandbox", "status", env={"MLTP_HOME": str(tmp_path)})
     assert "stale" in status.stdout
     result = run_mltp("sandbox", "down", env={"MLTP_HOME": str(tmp_path)})

@@ -1,7 +1,10 @@
 """A background service process we started: pid file, health wait, and a stop that leaves nothing.
 
-The pid file records the process's start time too, so a pid reused by an unrelated process after a
-crash is recognised as stale instead of being killed.
+The pid file records when the process started too, so a pid reused by an unrelated process after a
+crash (or a reboot) is recognised as stale instead of being killed. That start is counted from the boot
+(the kernel's boot id and the process's start in seconds since it), not as wall-clock time: psutil's
+`create_time()` adds the boot time the kernel derives from the wall clock, so a clock step (NTP, a
+resumed VM) would make every running service look stale, and `up` would then orphan them.
 """
 
 from __future__ import annotations
@@ -25,8 +28,23 @@ from mltp.errors import PortInUseError, SandboxError
 @dataclass(frozen=True)
 class PidRecord:
     pid: int
-    create_time: float
+    boot_id: str
+    started: float  # seconds after the boot when the process started
     port: int
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def started_after_boot(pid: int) -> float:
+    """Seconds from the boot to the process's start (/proc/<pid>/stat's starttime): never changes."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    fields_after_name = stat.rsplit(")", 1)[1].split()
+    return int(fields_after_name[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -73,13 +91,14 @@ class ManagedProcess:
         except FileNotFoundError:
             return None
         except (ValueError, TypeError):  # a truncated or foreign pid file is as good as stale
-            return PidRecord(pid=-1, create_time=0.0, port=0)
+            return PidRecord(pid=-1, boot_id="", started=0.0, port=0)
 
     def _process(self, record: PidRecord) -> psutil.Process | None:
         try:
             process = psutil.Process(record.pid)
             if (
-                abs(process.create_time() - record.create_time) > 1
+                record.boot_id != boot_id()
+                or abs(started_after_boot(record.pid) - record.started) > 0.05
                 or process.status() == psutil.STATUS_ZOMBIE
             ):
                 return None
@@ -107,10 +126,10 @@ class ManagedProcess:
                 start_new_session=True,  # own process group: `stop` can take children down with it
             )
         try:
-            started = psutil.Process(child.pid).create_time()
+            started = started_after_boot(child.pid)
         except psutil.NoSuchProcess:
             raise SandboxError(f"the {self.name} server exited at once: see {self.log_file}") from None
-        record = PidRecord(pid=child.pid, create_time=started, port=port)
+        record = PidRecord(pid=child.pid, boot_id=boot_id(), started=started, port=port)
         tmp = self.pid_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(record)))
         tmp.replace(self.pid_file)
