@@ -53,25 +53,44 @@ def ensure_work_pool(api_url: str) -> None:
             ) from error
 
 
-def deploy_all(env: dict[str, str], log_file: Path) -> str:
-    """Run `prefect deploy --all` in the project folder, exactly as a user would by hand."""
-    folder = project_dir()
-    if folder is None:
-        return "no prefect.yaml beside the installed flows: run `prefect deploy --all` in your checkout"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w") as log:
-        result = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-            cwd=folder,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-        )
-    if result.returncode != 0:
-        raise SandboxError(f"`prefect deploy --all` failed: see {log_file}")
-    return f"deployed {folder / 'prefect.yaml'}"
+class DeployAll:
+    """`prefect deploy --all` in the project folder, exactly as a user would run it by hand; started in
+    the background so that `up` creates the blocks meanwhile."""
+
+    def __init__(self, env: dict[str, str], log_file: Path, folder: Path | None) -> None:
+        self.folder = folder
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+        if self.folder is None:
+            return
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                cwd=self.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def finish(self, timeout: float = 300) -> str:
+        if self.process is None:
+            return "no prefect.yaml beside the installed flows: run `prefect deploy --all` in your checkout"
+        try:
+            returncode = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            took = f"`prefect deploy --all` ran over {timeout:.0f} s"
+            raise SandboxError(f"{took}: see {self.log_file}") from None
+        if returncode != 0:
+            raise SandboxError(f"`prefect deploy --all` failed: see {self.log_file}")
+        return f"deployed {self.folder / 'prefect.yaml'}"
+
+    def stop(self) -> None:
+        """Kill it unless it has finished (`up` failed meanwhile, or it ran over its time)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def worker_argv() -> list[str]:

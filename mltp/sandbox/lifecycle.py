@@ -18,9 +18,10 @@ import httpx
 from mltp.errors import ConfigError, SandboxNotRunningError
 from mltp.sandbox.deployments import (
     WORKER_POLL_S,
-    deploy_all,
+    DeployAll,
     drop_missed_runs,
     ensure_work_pool,
+    project_dir,
     worker_argv,
     worker_online,
 )
@@ -195,11 +196,7 @@ class Sandbox:
                 require_free_port(port, what=what, flag=flag)
         try:
             self._start(endpoints, to_start, max_trainers)
-            self._init_blocks(endpoints)
-            notes.append(self._deploy(endpoints))
-            if self.worker in to_start:
-                notes += _missed_runs_note(drop_missed_runs(endpoints.prefect_api_url))
-                self._start_worker(endpoints)
+            notes += self._configure(endpoints, start_worker=self.worker in to_start)
         except BaseException:
             for process in to_start:
                 process.stop()
@@ -326,15 +323,26 @@ class Sandbox:
             AWS_EC2_METADATA_DISABLED="true",
         )
 
-    def _deploy(self, endpoints: Endpoints) -> str:
-        """The work pool and every deployment of prefect.yaml (again on each `up`: it may have changed)."""
+    def _configure(self, endpoints: Endpoints, start_worker: bool) -> list[str]:
+        """Blocks, deployments (`prefect deploy --all` runs meanwhile, again on each `up`: prefect.yaml
+        may have changed) and, if asked, the worker: it starts once the blocks its runs load exist and
+        the runs missed while no worker ran are dropped."""
         ensure_work_pool(endpoints.prefect_api_url)
-        return deploy_all(self._prefect_client_env(endpoints), self.home / "logs" / "deploy.log")
-
-    def _start_worker(self, endpoints: Endpoints) -> None:
-        env = {**self._prefect_client_env(endpoints), "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_S}
-        self.worker.start(worker_argv(), env=env, port=0)
-        self.worker.wait_healthy(lambda: worker_online(endpoints.prefect_api_url), timeout=60)
+        deploying = DeployAll(
+            self._prefect_client_env(endpoints), self.home / "logs" / "deploy.log", project_dir()
+        )
+        try:
+            self._init_blocks(endpoints)
+            dropped = drop_missed_runs(endpoints.prefect_api_url) if start_worker else {}
+            if start_worker:
+                env = {**self._prefect_client_env(endpoints), "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_S}
+                self.worker.start(worker_argv(), env=env, port=0)
+            notes = [deploying.finish(), *_missed_runs_note(dropped)]
+        finally:
+            deploying.stop()
+        if start_worker:
+            self.worker.wait_healthy(lambda: worker_online(endpoints.prefect_api_url), timeout=60)
+        return notes
 
     def down(self) -> list[str]:
         found = self.stop_all()
