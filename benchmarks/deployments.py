@@ -56,7 +56,7 @@ DATASET = "iris"  # 150 rows: `compute: auto`, the trigger's default, plans Lamb
 EVENTS, DIRECT = 20, 10  # interleaved: two events, then one direct run
 PUSH_DROPS, POLL_DROPS = 5, 3  # poll drops are put at phases spread evenly over the interval
 IMPORT_REPS = 3
-IMPORTS = "import prefect.engine, flows.train"  # what a flow run's new process imports before RUNNING
+IMPORTS = "import prefect.engine, flows.train"  # what a fresh flow-run process imports before RUNNING
 FORWARDER = REPO / "deployments" / "aws" / "s3_forwarder" / "handler.py"
 PACKAGES = ("prefect", "boto3", "moto")
 # The worker submits a scheduled run this long before it is due and starts its process at once (Prefect's
@@ -612,9 +612,11 @@ def footnotes(results: Results, total_seconds: float) -> str:
             phases_table(results),
             "",
             f"- ¹ Created to PENDING: the worker's next poll (every {WORKER_POLL_S} s) and its submission.",
-            "- ² PENDING to RUNNING: the worker starts `python -m prefect.engine` in a new process, which "
-            "imports Prefect, loads the flow from its module (importing flows.train and all it imports) "
-            f'and enters RUNNING. `python -c "{IMPORTS}"` alone takes {seconds(results.imports_s)} '
+            "- ² PENDING to RUNNING: the worker runs the pool's command, a launcher "
+            "(`python -m mltp.sandbox.flow_runs launch`) that asks the worker's fork server for the run's "
+            "process: forked from a server that imported Prefect and the flows once, it loads the flow and "
+            "enters RUNNING. A fresh `python -m prefect.engine`, what Prefect's worker starts by default, "
+            f'would first import them: `python -c "{IMPORTS}"` alone takes {seconds(results.imports_s)} '
             f"({len(results.imports_s)} runs, measured in between).",
             "",
             _slow_creates(results),

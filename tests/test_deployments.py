@@ -137,6 +137,23 @@ def test_sandbox_deploys_every_deployment_to_its_work_pool(sandbox) -> None:
     assert [worker["status"] for worker in workers if worker["name"] == "mltp-sandbox-worker"] == ["ONLINE"]
 
 
+def test_the_pools_flow_runs_start_from_the_workers_fork_server(sandbox) -> None:
+    """The pool's command is the launcher (tests/test_fork_server.py), and its server runs beside the
+    worker: every run the tests here start through the worker goes through both."""
+    import psutil
+    from prefect.utilities.processutils import command_to_string
+
+    from mltp.sandbox.flow_runs import LAUNCH_COMMAND
+
+    pool = sandbox.api("/work_pools/mltp", method="GET")
+    assert pool["base_job_template"]["variables"]["properties"]["command"]["default"] == command_to_string(
+        LAUNCH_COMMAND
+    )
+    worker = psutil.Process(sandbox.status["services"]["worker"]["pid"])
+    serving = ["-m", "mltp.sandbox.flow_runs", "serve"]
+    assert [child.cmdline()[1:4] for child in worker.children()] == [serving]
+
+
 def test_the_manual_form_has_every_parameter_described_with_dropdowns(sandbox) -> None:
     from mltp.trainer.algorithms import ALGORITHMS
 

@@ -33,19 +33,23 @@ def project_dir() -> Path | None:
 
 
 def ensure_work_pool(api_url: str) -> None:
-    """Create the work pool unless it exists (through Prefect's client, which retries the SQLite-backed
-    server's occasional 503 "database is locked")."""
+    """Create the work pool, or bring it up to date: its flow runs start through the worker's fork
+    server (mltp/sandbox/flow_runs.py). Through Prefect's client, which retries the SQLite-backed
+    server's occasional 503 "database is locked"."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.utilities.processutils import command_to_string
+    from prefect.workers.process import ProcessWorker
 
     from mltp.prefect_api import activated
+    from mltp.sandbox.flow_runs import LAUNCH_COMMAND
 
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = command_to_string(LAUNCH_COMMAND)
+    pool = WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template)
     with activated(api_url), get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-        except ObjectAlreadyExists:
-            pass
+            client.create_work_pool(pool, overwrite=True)
         except httpx.HTTPStatusError as error:
             raise SandboxError(
                 f"could not create the {WORK_POOL!r} work pool: HTTP {error.response.status_code}: "
@@ -94,7 +98,12 @@ class DeployAll:
 
 
 def worker_argv() -> list[str]:
+    """The worker, with its flow runs' fork server beside it."""
     return [
+        sys.executable,
+        "-m",
+        "mltp.sandbox.flow_runs",
+        "worker",
         sys.executable,
         "-m",
         "prefect",
