@@ -105,6 +105,16 @@ def test_the_server_stops_on_sigterm_and_leaves_no_socket(server) -> None:
     assert not os.path.exists(os.path.dirname(path))
 
 
+def test_a_server_whose_parent_died_during_its_imports_stops(tmp_path: Path) -> None:
+    """The worker may be killed while its new server still imports: the server must not outlive it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = str(tmp_path / "server.sock")
+    server = subprocess.Popen([sys.executable, "-c", SERVER, path, str(gone.pid)], stdin=subprocess.DEVNULL)
+    assert server.wait(timeout=30) == 0
+    assert not os.path.exists(path)
+
+
 @pytest.mark.parametrize("server_env", [None, "/nonexistent/server.sock"], ids=["no server", "server gone"])
 def test_without_a_server_the_launcher_becomes_the_engine(server_env: str | None) -> None:
     env = {key: value for key, value in os.environ.items() if key != SERVER_ENV}

@@ -239,6 +239,8 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     prefect_family = family(first["prefect"])
     old_fleet_family = family(first["fleet"])
     assert len(old_fleet_family) > 1  # the fork server its trainers start from, and what it started
+    old_worker_family = family(first["worker"])
+    assert len(old_worker_family) > 1  # the fork server its flow runs start from: gone with the worker
 
     for crashed in ("moto", "worker"):  # the AWS side crashes, and so does the worker
         os.kill(first[crashed], signal.SIGKILL)
@@ -284,7 +286,9 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
         [psutil.Process(pid) for pid in second.values() if psutil.pid_exists(pid)]
         + prefect_family
         + old_fleet_family
-        + fleet_family,
+        + fleet_family
+        + old_worker_family
+        + family(second["worker"]),
         timeout=10,
     )
     assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
