@@ -273,7 +273,7 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
     assert "restarted the fleet with the new moto server" in notes
     assert "removed a stale worker pid file left by a crashed sandbox" in notes
     second = pids_of(home)
-    fleet_family = family(second["fleet"])
+    fleet_family, worker_family = family(second["fleet"]), family(second["worker"])
     assert second["prefect"] == first["prefect"]  # the healthy server was kept
     assert all(second[name] != first[name] for name in ("moto", "fleet", "worker"))
     assert json.loads(run_mltp("sandbox", "status", "--json", env=env).stdout)["running"] is True
@@ -288,7 +288,7 @@ def test_crash_restart_and_down_leave_no_process(private_sandbox) -> None:
         + old_fleet_family
         + fleet_family
         + old_worker_family
-        + family(second["worker"]),
+        + worker_family,
         timeout=10,
     )
     assert not [process for process in alive if process.status() != psutil.STATUS_ZOMBIE]
