@@ -408,9 +408,8 @@ def _slower(alone: list[Burst], burst: Burst) -> str:
     return (
         f"its process's start (PENDING to RUNNING) taking {median(burst.pipelines, 'start_s'):.1f} s "
         f"({median(single, 'start_s'):.1f} s alone) and its work (RUNNING to done) "
-        f"{median(burst.pipelines, 'run_s'):.1f} s ({median(single, 'run_s'):.1f} s alone): new flow "
-        f"processes import Prefect and the flows while others run, on {os.cpu_count()} cores shared with "
-        "the servers"
+        f"{median(burst.pipelines, 'run_s'):.1f} s ({median(single, 'run_s'):.1f} s alone): the runs' "
+        f"processes start and work while others run, on {os.cpu_count()} cores shared with the servers"
     )
 
 
