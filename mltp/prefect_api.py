@@ -67,3 +67,13 @@ def server_version(target: ApiTarget) -> str:
         f"the Prefect API at {target.url} (from {target.source}) is unreachable ({reason}): {HOW_TO_GET_ONE}",
         api_url=target.url,
     )
+
+
+def reread_prefect_settings() -> None:
+    """In a process forked after Prefect was imported: read its settings and configure its logging again
+    from this process's environment, as a fresh interpreter would on import."""
+    import prefect.context
+    import prefect.logging.configuration
+
+    prefect.context.refresh_global_settings_context()
+    prefect.logging.configuration.setup_logging(incremental=False)

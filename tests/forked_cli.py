@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import selectors
 import signal
 import subprocess
@@ -31,20 +30,13 @@ from mltp.sandbox import fork_server
 
 def _run_command(request: dict) -> None:
     """In the command's process: become what the console script would be, then run its `main()`."""
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    random.seed()  # every child would otherwise draw the same retry jitter as its siblings
-
-    import prefect.context
-    import prefect.logging.configuration
-
     from mltp.cli.app import ENVIRONMENT_DEFAULTS, main
+    from mltp.prefect_api import reread_prefect_settings
 
+    fork_server.adopt(request["env"], request["cwd"])
     for name, value in ENVIRONMENT_DEFAULTS.items():  # before Prefect reads them, as in a fresh process
         os.environ.setdefault(name, value)
-    prefect.context.refresh_global_settings_context()
-    prefect.logging.configuration.setup_logging(incremental=False)
+    reread_prefect_settings()
     sys.argv = [request["argv0"], *request["args"]]
     main()  # raises SystemExit: the interpreter then exits as the console script's would
 

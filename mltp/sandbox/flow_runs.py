@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import runpy
 import signal
 import subprocess
@@ -32,17 +31,11 @@ FLOWS = ["prefect.engine", "prefect.flow_engine", "flows.ingest_and_train", "flo
 
 def _run_engine(request: dict) -> None:
     """In the forked process: become what `python -m prefect.engine` would be, then run it."""
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    random.seed()  # every run would otherwise draw the same retry jitter as its siblings
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()
-    import prefect.context
-    import prefect.logging.configuration
+    from mltp.prefect_api import reread_prefect_settings
+    from mltp.sandbox.fork_server import adopt
 
-    prefect.context.refresh_global_settings_context()
-    prefect.logging.configuration.setup_logging(incremental=False)
+    adopt(request["env"], request["cwd"])
+    reread_prefect_settings()
     sys.argv = ["prefect.engine", *request["args"]]
     sys.path[0] = os.getcwd()
     del sys.modules["prefect.engine"]  # preloaded for what it imports; it runs afresh as __main__

@@ -20,10 +20,12 @@ import gc
 import importlib
 import json
 import os
+import random
 import select
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterable
 
 HEADER = struct.Struct("!Q")  # length of the JSON request that follows the header and the three fds
@@ -70,6 +72,18 @@ def start(path: str, request: dict, fds: list[int]) -> Started:
     except BaseException:
         conn.close()
         raise
+
+
+def adopt(env: dict[str, str], cwd: str | None) -> None:
+    """In a forked process: take on the caller's environment and working folder, and draw random numbers
+    of its own (forked siblings would otherwise share one stream: the same retry jitter, say)."""
+    os.environ.clear()
+    os.environ.update(env)
+    if cwd:
+        os.chdir(cwd)
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
 
 
 def _read_exactly(conn: socket.socket, size: int, first: bytes = b"") -> bytes:

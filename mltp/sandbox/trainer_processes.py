@@ -15,13 +15,14 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import random
 import runpy
 import signal
 import sys
 import tempfile
 import types
 from pathlib import Path
+
+from mltp.sandbox import fork_server
 
 PRELOADED = [
     "numpy",
@@ -105,15 +106,9 @@ def _run(command: list[str], env: dict[str, str], cwd: str | None, stdin: bytes,
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115  multiprocessing replaced it
-    os.environ.clear()
-    os.environ.update(env)
-    if cwd:
-        os.chdir(cwd)
+    fork_server.adopt(env, cwd)
     for name in [name for name in sys.modules if name.partition(".")[0] in ("mltp", "__mp_main__")]:
         del sys.modules[name]
-    random.seed()
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()  # forked children would otherwise share one global stream
     option, target, *arguments = command
     if option == "-m":
         sys.argv = [target, *arguments]
