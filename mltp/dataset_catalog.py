@@ -53,6 +53,12 @@ def detect_format(filename: str) -> FileFormat:
     )
 
 
+def megabytes(size: int) -> str:
+    """A size in the unit of --max-size-mb (MiB), precise enough that two different sizes differ."""
+    value = size / 2**20
+    return f"{value:,.0f} MB" if value >= 100 or value == int(value) else f"{value:,.2f} MB"
+
+
 def validate_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise DatasetError(f"dataset name {name!r} is not allowed: use {NAME_RULE}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,11 +17,18 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from mltp.dataset_catalog import FileFormat
+from mltp.dataset_catalog import FileFormat, megabytes
 from mltp.errors import DatasetError
 
 SAMPLE_BYTES = 64 * 1024
 CSV_BLOCK_BYTES = 1024 * 1024  # bigger blocks parse no faster and hold far more memory
+# A row must fit in about two of the parser's blocks. A file with a longer one is read again with these
+# (the manifest records it, so the trainer reads the file the same way); longer still is refused.
+LONG_ROW_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+class RowTooLongError(DatasetError):
+    """A CSV row longer than the parser's blocks hold: read it again with bigger blocks, or refuse."""
 
 
 class TeeReader(io.RawIOBase):
@@ -45,7 +53,7 @@ class TeeReader(io.RawIOBase):
         self.bytes_read += len(data)
         if self.bytes_read > self.limit:
             raise DatasetError(
-                f"{self.label} is larger than the maximum of {self.limit / 1e6:,.0f} MB: raise --max-size-mb "
+                f"{self.label} is larger than the maximum of {megabytes(self.limit)}: raise --max-size-mb "
                 "(MLTP_MAX_DATASET_MB) or split the file",
                 source=self.label,
             )
@@ -95,43 +103,80 @@ def _read_sample(stream: BinaryIO, label: str) -> bytes:
     return sample
 
 
-def sniff_header(sample: bytes, label: str) -> tuple[str, list[str]]:
-    """Delimiter (comma, semicolon or tab) and column names from the start of a CSV file."""
-    complete = sample if b"\n" not in sample else sample[: sample.rfind(b"\n") + 1]
-    lines = []
-    for number, raw_line in enumerate(complete.removeprefix(b"\xef\xbb\xbf").splitlines()[:50], start=1):
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DatasetError(
-                f"{label} is not UTF-8 text (line {number}, byte {error.start + 1}): save it as UTF-8",
-                source=label,
-            ) from error
-        if line.strip():
-            lines.append(line)
-    if not lines:
-        raise DatasetError(f"{label} has no header row", source=label)
+# Bytes that start files people name `.csv` by mistake, and what to do about each.
+_NOT_CSV = (
+    (b"\x1f\x8b", "gzip-compressed data: name it .csv.gz"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel workbook?): export the sheet as CSV"),
+    (b"BZh", "bzip2-compressed data: decompress it, or recompress it with gzip as .csv.gz"),
+    (b"\xfd7zXZ\x00", "xz-compressed data: decompress it, or recompress it with gzip as .csv.gz"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data: decompress it, or recompress it with gzip as .csv.gz"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
+)
+SNIFF_ROWS = 50
 
-    def shape(delimiter: str) -> tuple[bool, int]:
-        counts = [len(row) for row in csv.reader(lines, delimiter=delimiter)]
-        return len(set(counts)) == 1, counts[0]
 
+def _refuse_foreign_bytes(sample: bytes, label: str) -> None:
+    for magic, what in _NOT_CSV:
+        if sample.startswith(magic):
+            raise DatasetError(f"{label} is not CSV text: its bytes look like {what}", source=label)
+
+
+def _decoded(text: bytes, label: str) -> str:
     try:
-        scores = {delimiter: shape(delimiter) for delimiter in (",", ";", "\t")}
-        delimiter = max(scores, key=lambda d: (scores[d][1] > 1, scores[d][0], scores[d][1]))
-        names = next(csv.reader(lines[:1], delimiter=delimiter))
-    except csv.Error as error:  # e.g. a field over the csv module's size limit
-        raise DatasetError(f"{label}: the header is not readable CSV ({error})", source=label) from error
+        return text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = text.count(b"\n", 0, error.start) + 1
+        column = error.start - (text.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DatasetError(
+            f"{label} is not UTF-8 text (line {line}, byte {column}): save it as UTF-8", source=label
+        ) from error
+
+
+def check_column_names(names: list[str], label: str) -> None:
+    """Names a model's signature and a CSV can both carry: none blank, none repeated (any format)."""
     empty = [str(position + 1) for position, name in enumerate(names) if not name.strip()]
     if empty:
         raise DatasetError(
-            f"{label}: column(s) {', '.join(empty)} have an empty name in the header", source=label
+            f"{label}: column(s) {', '.join(empty)} have an empty name in the header: name every column",
+            source=label,
         )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise DatasetError(
-            f"{label}: duplicate column names in the header: {', '.join(duplicates)}", source=label
+            f"{label}: duplicate column names in the header: {', '.join(map(repr, duplicates))}: "
+            "give each column its own name",
+            source=label,
         )
+
+
+def sniff_header(sample: bytes, label: str) -> tuple[str, list[str]]:
+    """Delimiter (comma, semicolon or tab) and column names from the start of a CSV file."""
+    _refuse_foreign_bytes(sample, label)
+    complete = sample if b"\n" not in sample else sample[: sample.rfind(b"\n") + 1]
+    text = _decoded(complete.removeprefix(b"\xef\xbb\xbf"), label)
+
+    def rows(delimiter: str) -> list[list[str]]:
+        # csv.reader, not line splitting: a quoted field (the header's too) may hold a newline.
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        filled = (row for row in reader if any(field.strip() for field in row))
+        return list(itertools.islice(filled, SNIFF_ROWS))
+
+    def shape(found: list[list[str]]) -> tuple[bool, int]:
+        counts = [len(row) for row in found]
+        return len(set(counts)) == 1, counts[0]
+
+    try:
+        parsed = {delimiter: rows(delimiter) for delimiter in (",", ";", "\t")}
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise DatasetError(f"{label}: the header is not readable CSV ({error})", source=label) from error
+    if not parsed[","]:
+        raise DatasetError(f"{label} has no header row", source=label)
+    scores = {delimiter: shape(found) for delimiter, found in parsed.items()}
+    delimiter = max(scores, key=lambda d: (scores[d][1] > 1, scores[d][0], scores[d][1]))
+    names = parsed[delimiter][0]
+    check_column_names(names, label)
     return delimiter, names
 
 
@@ -139,15 +184,26 @@ def sniff_header(sample: bytes, label: str) -> tuple[str, list[str]]:
 class CsvDialect:
     delimiter: str
     names: list[str]
+    block_bytes: int = CSV_BLOCK_BYTES
 
 
-def open_csv_stream(raw: BinaryIO, file_format: FileFormat, label: str) -> tuple[CsvDialect, BinaryIO]:
+def open_csv_stream(
+    raw: BinaryIO, file_format: FileFormat, label: str, block_bytes: int = CSV_BLOCK_BYTES
+) -> tuple[CsvDialect, BinaryIO]:
     """Sniff the dialect from the first bytes and return a stream that still starts at byte 0."""
     stream = _decompressed(raw, file_format, label)
     with translate_errors(label, file_format):
         sample = _read_sample(stream, label)
     delimiter, names = sniff_header(sample, label)
-    return CsvDialect(delimiter, names), io.BufferedReader(_Prefixed(sample, stream), CSV_BLOCK_BYTES)
+    dialect = CsvDialect(delimiter, names, block_bytes)
+    return dialect, io.BufferedReader(_Prefixed(sample, stream), block_bytes)
+
+
+def csv_read_options(names: list[str], block_bytes: int = CSV_BLOCK_BYTES) -> pa_csv.ReadOptions:
+    """Our column names, the header row skipped as a parsed row (a quoted name may hold a newline)."""
+    return pa_csv.ReadOptions(
+        column_names=names, skip_rows_after_names=1, block_size=block_bytes, encoding="utf8"
+    )
 
 
 def csv_batches(stream: BinaryIO, dialect: CsvDialect, label: str) -> Iterator[pa.RecordBatch]:
@@ -158,9 +214,7 @@ def csv_batches(stream: BinaryIO, dialect: CsvDialect, label: str) -> Iterator[p
         bad_rows.append((row.expected_columns, row.actual_columns, row.text))
         return "error"
 
-    reader_options = pa_csv.ReadOptions(
-        column_names=dialect.names, skip_rows=1, block_size=CSV_BLOCK_BYTES, encoding="utf8"
-    )
+    reader_options = csv_read_options(dialect.names, dialect.block_bytes)
     parse_options = pa_csv.ParseOptions(
         delimiter=dialect.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
     )
@@ -168,7 +222,8 @@ def csv_batches(stream: BinaryIO, dialect: CsvDialect, label: str) -> Iterator[p
         column_types={name: pa.string() for name in dialect.names}, strings_can_be_null=True
     )
     rows = 0
-    with translate_errors(label, FileFormat("csv", None, ".csv"), lambda: rows, bad_rows):
+    csv_format = FileFormat("csv", None, ".csv")
+    with translate_errors(label, csv_format, lambda: rows, bad_rows, dialect.block_bytes):
         reader = pa_csv.open_csv(stream, reader_options, parse_options, convert_options)
         for batch in reader:
             rows += batch.num_rows
@@ -180,6 +235,7 @@ def parquet_batches(file: BinaryIO | str, label: str) -> tuple[list[str], Iterat
     with translate_errors(label, parquet_format):
         parquet = pq.ParquetFile(file)
         names = parquet.schema_arrow.names
+    check_column_names(names, label)
 
     def batches() -> Iterator[pa.RecordBatch]:
         with translate_errors(label, parquet_format):
@@ -191,8 +247,10 @@ def parquet_batches(file: BinaryIO | str, label: str) -> tuple[list[str], Iterat
 class translate_errors:
     """Turn the parsers' exceptions into one-line `DatasetError`s that say what is wrong with the file."""
 
-    def __init__(self, label: str, file_format: FileFormat, rows=lambda: 0, bad_rows=None) -> None:
-        self.label, self.format, self.rows = label, file_format, rows
+    def __init__(
+        self, label: str, file_format: FileFormat, rows=lambda: 0, bad_rows=None, block_bytes=CSV_BLOCK_BYTES
+    ) -> None:
+        self.label, self.format, self.rows, self.block_bytes = label, file_format, rows, block_bytes
         self.bad_rows = bad_rows if bad_rows is not None else []
 
     def __enter__(self) -> translate_errors:
@@ -201,6 +259,13 @@ class translate_errors:
     def __exit__(self, kind, error, traceback) -> bool:
         if error is None or isinstance(error, DatasetError):
             return False
+        if "straddl" in str(error):  # Arrow: "straddling object straddles two block boundaries"
+            where = f"after data row {self.rows():,}" if self.rows() else "in the first rows"
+            raise RowTooLongError(
+                f"{self.label}: a row {where} is longer than {self.block_bytes // 2**20} MB, the longest "
+                "row mltp reads: shorten that field or store the data as Parquet",
+                source=self.label,
+            ) from error
         message = self._message(error)
         if message is None:
             return False

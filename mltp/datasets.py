@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import random
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -46,13 +47,23 @@ from mltp.dataset_catalog import (
     detect_format,
     get_manifest,
     manifest_or_none,
+    megabytes,
     split_s3_uri,
     task_hint,
     validate_name,
 )
-from mltp.dataset_formats import TeeReader, csv_batches, open_csv_stream, parquet_batches
+from mltp.dataset_formats import (
+    CSV_BLOCK_BYTES,
+    LONG_ROW_BLOCK_BYTES,
+    RowTooLongError,
+    TeeReader,
+    csv_batches,
+    csv_read_options,
+    open_csv_stream,
+    parquet_batches,
+)
 from mltp.errors import DatasetError, MltpError
-from mltp.profiling import Profiler, arrow_type
+from mltp.profiling import NOT_A_TARGET, Profiler, arrow_type
 from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 
@@ -75,10 +86,29 @@ class IngestResult:
     created: bool  # False: these bytes were already ingested and nothing changed
 
 
+def check_file_name(filename: str, source: str) -> str:
+    """The file name becomes part of an S3 key and of the manifest: printable, and not too long."""
+    unprintable = sorted({character for character in filename if not character.isprintable()})
+    if unprintable:
+        raise DatasetError(
+            f"the file name {filename!r} contains control characters ({', '.join(map(repr, unprintable))}): "
+            "rename the file",
+            source=source,
+        )
+    if len(filename.encode()) > 255:
+        raise DatasetError(
+            f"the file name {filename[:40]!r}... is {len(filename.encode())} bytes long: rename the file to "
+            "at most 255 bytes",
+            source=source,
+        )
+    return filename
+
+
 def resolve_source(clients: ClientFactory, source: str) -> Source:
-    """A local path or an s3:// URI, checked to exist and to be a file."""
+    """A local path or an s3:// URI, checked to exist and to be a regular file."""
     if source.startswith("s3://"):
         bucket, key = split_s3_uri(source)
+        check_file_name(Path(key).name, source)
         s3 = clients("s3")
         try:
             size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
@@ -94,13 +124,35 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
         raise DatasetError(f"{source} does not exist: check the path", source=source)
     if path.is_dir():
         raise DatasetError(f"{source} is a directory: pass a single CSV or Parquet file", source=source)
+    if not path.is_file():
+        raise DatasetError(
+            f"{source} is not a regular file ({_file_kind(path)}): save the data to a file and ingest that",
+            source=source,
+        )
     if not os.access(path, os.R_OK):
         raise DatasetError(f"{source} is not readable by this user: check its permissions", source=source)
+    check_file_name(path.name, source)
     return Source(str(path.resolve()), path.name, path.stat().st_size, lambda: path.open("rb"), path)
 
 
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = [
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
+
+
 def _profile(
-    raw: TeeReader, source: Source, file_format: FileFormat, target: str | None, report: Callable[[], None]
+    raw: TeeReader,
+    source: Source,
+    file_format: FileFormat,
+    target: str | None,
+    report: Callable[[], None],
+    block_bytes: int,
 ) -> tuple[Profiler, dict]:
     """Parse and profile while `raw` feeds the hash and the upload. Returns the profile and the format.
 
@@ -109,17 +161,19 @@ def _profile(
     """
     label = source.filename
     if file_format.kind == "csv":
-        dialect, stream = open_csv_stream(raw, file_format, label)
+        dialect, stream = open_csv_stream(raw, file_format, label, block_bytes)
         _check_target(target, dialect.names, label)
         profiler = Profiler(dialect.names)
         for batch in csv_batches(stream, dialect, label):
             profiler.update(batch)
             report()
         raw.drain()
+        read_with = {"block_bytes": block_bytes} if block_bytes != CSV_BLOCK_BYTES else {}
         return profiler, {
             "kind": "csv",
             "compression": file_format.compression,
             "delimiter": dialect.delimiter,
+            **read_with,
         }
     # Parquet indexes its data from a footer at the end, so it cannot be parsed front to back: the bytes
     # still stream once to the hash and the upload, and the parser reads the local file (or a spooled
@@ -146,6 +200,21 @@ def _profile_parquet(names, batches, target, label) -> tuple[Profiler, dict]:
     return profiler, {"kind": "parquet", "compression": None, "delimiter": None}
 
 
+def _check_target_values(profile: dict[str, Any], label: str) -> None:
+    """A target must hold values a model can predict: some, and of a kind we train on."""
+    name = profile["name"]
+    if profile["type"] == "empty":
+        raise DatasetError(
+            f"target {name!r} is empty in every row of {label}: choose another column", source=label
+        )
+    if profile["type"] in NOT_A_TARGET:
+        raise DatasetError(
+            f"target {name!r} of {label} is a {profile['type']} column: choose a column of numbers, text, "
+            "booleans or dates",
+            source=label,
+        )
+
+
 def _check_target(target: str | None, names: list[str], label: str) -> None:
     if target is not None and target not in names:
         shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
@@ -165,8 +234,27 @@ def ingest(
     """Stream `source` into the data bucket, hashing and profiling it in the same read.
 
     Every failure, whether bad input or a broken upload, leaves nothing behind: no object, no open
-    multipart upload, no manifest.
+    multipart upload, no manifest. A CSV with a row too long for the parser's blocks is read again with
+    bigger ones.
     """
+    options = {"name": name, "target": target, "max_bytes": max_bytes, "on_progress": on_progress}
+    try:
+        return _ingest(clients, bucket, source, **options, block_bytes=CSV_BLOCK_BYTES)
+    except RowTooLongError:
+        return _ingest(clients, bucket, source, **options, block_bytes=LONG_ROW_BLOCK_BYTES)
+
+
+def _ingest(
+    clients: ClientFactory,
+    bucket: str,
+    source: str,
+    *,
+    name: str | None,
+    target: str | None,
+    max_bytes: int,
+    on_progress: ProgressCallback | None,
+    block_bytes: int,
+) -> IngestResult:
     started = time.monotonic()
     found = resolve_source(clients, source)
     file_format = detect_format(found.filename)
@@ -175,7 +263,7 @@ def ingest(
         raise DatasetError(f"{found.filename} is empty", source=found.uri)
     if found.size is not None and found.size > max_bytes:
         raise DatasetError(
-            f"{found.filename} is {found.size / 1e6:,.0f} MB, over the maximum of {max_bytes / 1e6:,.0f} MB: "
+            f"{found.filename} is {megabytes(found.size)}, over the maximum of {megabytes(max_bytes)}: "
             "raise --max-size-mb (MLTP_MAX_DATASET_MB) or split the file",
             source=found.uri,
         )
@@ -202,7 +290,7 @@ def ingest(
         with found.open() as raw_source:
             reader = TeeReader(raw_source, [digest.update, upload.write], max_bytes, found.filename)
             report = (lambda: on_progress(reader.bytes_read, found.size)) if on_progress else (lambda: None)
-            profiler, file_info = _profile(reader, found, file_format, target, report)
+            profiler, file_info = _profile(reader, found, file_format, target, report, block_bytes)
             report()
         _check_content(profiler, target, found.filename)
         if expected and digest.hexdigest() != expected:
@@ -213,6 +301,7 @@ def ingest(
         existing = manifest_or_none(s3, bucket, name, digest.hexdigest()[:16])
         if existing is not None:  # same bytes as an existing version: nothing to do
             upload.abort()
+            _check_target_of(existing, target, found.filename)
             return IngestResult(existing, created=False)
         upload.complete()
     except BaseException:
@@ -233,20 +322,28 @@ def _sha256_of(path: Path) -> str:
 
 
 def _check_target_of(manifest: dict[str, Any], target: str | None, label: str) -> None:
-    """The checks `_profile` would have made, against the profile of bytes ingested before."""
+    """The checks `_profile` would have made, against the profile of bytes ingested before; and a
+    version's target is the one it was ingested with: another one is named at training instead."""
     if target is None:
         return
     columns = {column["name"]: column for column in manifest["columns"]}
     _check_target(target, list(columns), label)
-    if columns[target]["nulls"] == manifest["rows"]:
-        raise DatasetError(f"target {target!r} is empty in every row of {label}", source=label)
+    _check_target_values(columns[target], label)
+    if target != manifest["target"]:
+        reference = f"{manifest['name']}@{manifest['version']}"
+        ingested_with = f"target {manifest['target']!r}" if manifest["target"] else "no target"
+        raise DatasetError(
+            f"{label} was already ingested as {reference} with {ingested_with}: to train on {target!r}, "
+            f"run mltp train --dataset {reference} --target {target}",
+            source=label,
+        )
 
 
 def _check_content(profiler: Profiler, target: str | None, label: str) -> None:
     if profiler.rows == 0:
         raise DatasetError(f"{label} has a header but no data rows", source=label)
-    if target is not None and profiler.column(target).nulls == profiler.rows:
-        raise DatasetError(f"target {target!r} is empty in every row of {label}", source=label)
+    if target is not None:
+        _check_target_values(profiler.column(target).as_dict(), label)
 
 
 def _manifest(name, version, sha256, size, found, file_info, profiler, target, bucket) -> dict[str, Any]:
@@ -348,9 +445,9 @@ def read_table(clients: ClientFactory, bucket: str, name: str, version: str | No
     columns = manifest["columns"]
     # Numbers convert while parsing (multi-threaded, no text copy; the CSV reader accepts every number
     # the profile's cast did). Other types go through the profile's own casts, to read back exactly.
-    direct = {c["name"]: arrow_type(c["type"]) for c in columns if c["type"] in ("integer", "float")}
+    direct = {c["name"]: arrow_type(c) for c in columns if c["type"] in ("integer", "float")}
     table = _read_csv(clients, manifest, {**{c["name"]: pa.string() for c in columns}, **direct})
-    return pa.table({c["name"]: pc.cast(table[c["name"]], arrow_type(c["type"])) for c in columns})
+    return pa.table({c["name"]: pc.cast(table[c["name"]], arrow_type(c)) for c in columns})
 
 
 def _read_csv(clients: ClientFactory, manifest: dict[str, Any], types: dict[str, pa.DataType]) -> pa.Table:
@@ -359,7 +456,7 @@ def _read_csv(clients: ClientFactory, manifest: dict[str, Any], types: dict[str,
     stream = gzip.GzipFile(fileobj=body) if manifest["format"]["compression"] == "gzip" else body
     return pa_csv.read_csv(
         stream,
-        pa_csv.ReadOptions(column_names=list(types), skip_rows=1),
+        csv_read_options(list(types), manifest["format"].get("block_bytes", CSV_BLOCK_BYTES)),
         pa_csv.ParseOptions(delimiter=manifest["format"]["delimiter"], newlines_in_values=True),
         pa_csv.ConvertOptions(column_types=types, strings_can_be_null=True),
     )

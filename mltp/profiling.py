@@ -3,6 +3,10 @@ HyperLogLog estimate) and min/max for numbers, updated one Arrow record batch at
 
 CSV columns arrive as strings and their type is inferred the way Arrow casts them, so reading the
 dataset back with these types (`arrow_type`) always succeeds. Parquet columns arrive typed.
+
+Two inference rules go beyond Arrow's casts: numbers written with leading zeros (`00733`) are codes,
+profiled as text so that no zero is lost; timestamps with a zone (`...Z`, `...+02:00`) are dates in UTC.
+Lists, structs and maps (Parquet) are profiled as `nested`: rows and nulls only; no model uses them.
 """
 
 from __future__ import annotations
@@ -19,17 +23,27 @@ import pyarrow.compute as pc
 EXACT_DISTINCT_LIMIT = 10_000
 
 # Inference tries these in order; once a column fails one it never goes back to it.
-_CASTS = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "datetime": pa.timestamp("us")}
+_CASTS = {
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "boolean": pa.bool_(),
+    "datetime": pa.timestamp("us"),
+    "datetime_utc": pa.timestamp("us", tz="UTC"),  # reported as datetime with "timezone": "UTC"
+}
 _WIDER = {
     "integer": ["integer", "float"],
     "float": ["float"],
     "boolean": ["boolean"],
     "datetime": ["datetime"],
+    "datetime_utc": ["datetime_utc"],
 }
+_NUMBERS = ("integer", "float")
+NOT_A_TARGET = ("nested", "other")  # column types no model is trained to predict
 
 
-def arrow_type(inferred: str) -> pa.DataType:
-    """The Arrow type a column with this inferred type is read back as."""
+def arrow_type(column: dict[str, Any]) -> pa.DataType:
+    """The Arrow type a column of a manifest (its profile) is read back as."""
+    inferred = "datetime_utc" if column.get("timezone") == "UTC" else column["type"]
     return _CASTS.get(inferred, pa.string())
 
 
@@ -44,7 +58,15 @@ def _type_of(arrow: pa.DataType) -> str:
         return "datetime"
     if pa.types.is_string(arrow) or pa.types.is_large_string(arrow) or pa.types.is_dictionary(arrow):
         return "string"
+    if pa.types.is_nested(arrow):
+        return "nested"
     return "other"
+
+
+def _has_leading_zeros(values: pa.Array) -> bool:
+    """Whether some value is a number written with leading zeros, like a postal code or an account."""
+    zeros = values.filter(pc.starts_with(values, "0"))
+    return len(zeros) > 0 and pc.any(pc.match_substring_regex(zeros, r"^0[0-9]")).as_py()
 
 
 class HyperLogLog:
@@ -86,7 +108,8 @@ def _hashes(values: pa.Array) -> np.ndarray:
 @dataclass
 class ColumnProfile:
     name: str
-    type: str = "empty"  # empty (all null so far), integer, float, boolean, datetime, string, other
+    # empty (all null so far), integer, float, boolean, datetime, datetime_utc, string, nested, other
+    type: str = "empty"
     nulls: int = 0
     min: Any = None
     max: Any = None
@@ -110,6 +133,9 @@ class ColumnProfile:
             return
         if isinstance(values.type, pa.DictionaryType):
             values = values.dictionary_decode()
+        if pa.types.is_nested(values.type):  # no distinct count: Arrow cannot hash lists or structs
+            self.type = "nested" if self.type in ("empty", "nested") else "other"
+            return
         is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
         if is_text and self.type != "string":
             values = self._infer(values)
@@ -121,6 +147,8 @@ class ColumnProfile:
 
     def _infer(self, values: pa.Array) -> pa.Array:
         candidates = list(_CASTS) if self.type == "empty" else _WIDER[self.type]
+        if self.type in ("empty", *_NUMBERS) and _has_leading_zeros(values):
+            candidates = [c for c in candidates if c not in _NUMBERS]
         for candidate in candidates:
             try:
                 cast = pc.cast(values, _CASTS[candidate])
@@ -158,15 +186,16 @@ class ColumnProfile:
             self._hll.add(_hashes(values))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        profile = {
             "name": self.name,
-            "type": self.type,
+            "type": "datetime" if self.type == "datetime_utc" else self.type,
             "nulls": self.nulls,
-            "distinct": self.distinct,
-            "distinct_exact": self.distinct_exact,
+            "distinct": None if self.type == "nested" else self.distinct,
+            "distinct_exact": self.distinct_exact and self.type != "nested",
             "min": float(self.min) if self.type == "float" and self.min is not None else self.min,
             "max": float(self.max) if self.type == "float" and self.max is not None else self.max,
         }
+        return {**profile, "timezone": "UTC"} if self.type == "datetime_utc" else profile
 
 
 class Profiler:

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from mltp.dataset_catalog import FileFormat, derive_name, detect_format, validate_name
-from mltp.dataset_formats import TeeReader, csv_batches, open_csv_stream, sniff_header
+from mltp.dataset_formats import RowTooLongError, TeeReader, csv_batches, open_csv_stream, sniff_header
 from mltp.errors import DatasetError
 
 CSV = FileFormat("csv", None, ".csv")
@@ -62,6 +62,8 @@ def test_safe_names(name) -> None:
         (b'"x, y",z\n"1,2",3\n', ",", ["x, y", "z"]),
         (b"\xef\xbb\xbfa,b\n1,2\n", ",", ["a", "b"]),
         (b"only\n1\n2\n", ",", ["only"]),
+        (b'"multi\nline",b,y\n1,2,3\n', ",", ["multi\nline", "b", "y"]),
+        (b'"a;b"\tc\n"1;2"\t3\n', "\t", ["a;b", "c"]),
     ],
 )
 def test_sniffing(text, delimiter, names) -> None:
@@ -71,10 +73,17 @@ def test_sniffing(text, delimiter, names) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (b"a,a,b\n1,2,3\n", "duplicate column names in the header: a"),
+        (b"a,a,b\n1,2,3\n", "duplicate column names in the header: 'a'"),
         (b"a,,b\n1,2,3\n", r"column\(s\) 2 have an empty name"),
+        (b"a, ,b\n1,2,3\n", r"column\(s\) 2 have an empty name"),
         (b"\n\n", "has no header row"),
-        (b"a,b\n\xff\xfe,1\n", r"is not UTF-8 text \(line 2"),
+        (b"a,b\n\xff\xfe,1\n", r"is not UTF-8 text \(line 2, byte 1\)"),
+        (b"a,b\n1,ok\n2,caf\xe9\n", r"is not UTF-8 text \(line 3, byte 6\)"),
+        (gzip.compress(b"a,b\n1,2\n"), "its bytes look like gzip-compressed data: name it .csv.gz"),
+        (b"PAR1\x15\x04", "its bytes look like a Parquet file: name it .parquet"),
+        (b"PK\x03\x04\x14\x00", "its bytes look like a ZIP archive"),
+        (b"BZh91AY&SY", "its bytes look like bzip2-compressed data"),
+        ("a,b\n1,2\n".encode("utf-16"), "its bytes look like UTF-16 text: save it as UTF-8"),
     ],
 )
 def test_bad_headers(text, message) -> None:
@@ -93,6 +102,18 @@ def test_quoted_fields_with_delimiters_and_newlines() -> None:
         {"id": "2", "text": "two\nlines"},
         {"id": "3", "text": None},
     ]
+
+
+def test_a_quoted_header_with_a_newline_names_one_column() -> None:
+    assert rows_of(b'"multi\nline",b\n1,2\n') == [{"multi\nline": "1", "b": "2"}]
+
+
+def test_a_row_longer_than_the_blocks_asks_for_bigger_ones() -> None:
+    long_row = b"a,b\n" + b"1,2\n" * 10 + b"3," + b"x" * 2_500_000 + b"\n4,5\n"
+    with pytest.raises(RowTooLongError, match=r"a row after data row 10 is longer than 1 MB"):
+        rows_of(long_row)
+    dialect, stream = open_csv_stream(io.BytesIO(long_row), CSV, "f.csv", block_bytes=8 * 2**20)
+    assert sum(batch.num_rows for batch in csv_batches(stream, dialect, "f.csv")) == 12
 
 
 def test_gzip_stream() -> None:

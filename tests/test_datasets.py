@@ -203,3 +203,100 @@ def test_latest_pointer_keeps_every_version(clients, tmp_path) -> None:
     )
     assert pointer["latest"] == made[-1]
     assert [v["version"] for v in pointer["versions"]] == made
+
+
+def parquet_file(path, table) -> str:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+    return str(path)
+
+
+def test_nested_parquet_columns_are_profiled_and_refused_as_target(clients, tmp_path) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"tags": [[1, 2], [3], None], "point": [{"x": 1}, {"x": 2}, {"x": 3}], "y": [1, 2, 3]})
+    source = parquet_file(tmp_path / "nested.parquet", table)
+    with pytest.raises(DatasetError, match=r"target 'tags' of nested\.parquet is a nested column"):
+        datasets.ingest(clients, BUCKET, source, target="tags")
+    assert keys(clients) == [] and open_uploads(clients) == []
+    manifest = datasets.ingest(clients, BUCKET, source, target="y").manifest
+    assert [(c["name"], c["type"]) for c in manifest["columns"]] == [
+        ("tags", "nested"),
+        ("point", "nested"),
+        ("y", "integer"),
+    ]
+    assert len(datasets.read_dataframe(clients, BUCKET, "nested")) == 3
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a", "a"], "duplicate column names in the header: 'a'"),
+        (["", "a"], r"column\(s\) 1 have an empty name"),
+    ],
+)
+def test_parquet_column_names_follow_the_csv_rules(clients, tmp_path, names, message) -> None:
+    import pyarrow as pa
+
+    table = pa.table([pa.array([1, 2]), pa.array([3, 4])], names=names)
+    with pytest.raises(DatasetError, match=message):
+        datasets.ingest(clients, BUCKET, parquet_file(tmp_path / "named.parquet", table))
+    assert keys(clients) == [] and open_uploads(clients) == []
+
+
+def test_a_row_over_the_parsers_blocks_is_read_again_with_bigger_ones(clients, tmp_path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * 1000 + b'3,"' + b"x" * 2_500_000 + b'"\n4,5\n')
+    manifest = datasets.ingest(clients, BUCKET, str(path)).manifest
+    assert manifest["rows"] == 1002 and manifest["format"]["block_bytes"] == 64 * 2**20
+    frame = datasets.read_dataframe(clients, BUCKET, "long")  # the trainer reads it the same way
+    assert len(frame) == 1002 and len(frame["b"].iloc[1000]) == 2_500_000
+    assert open_uploads(clients) == []
+
+
+@pytest.mark.parametrize("filename", ["a\nb.csv", "tab\there.csv", "bell\x07.csv"])
+def test_a_file_name_with_control_characters_is_refused(clients, tmp_path, filename) -> None:
+    path = tmp_path / filename
+    path.write_text("a\n1\n")
+    with pytest.raises(DatasetError, match="contains control characters"):
+        datasets.ingest(clients, BUCKET, str(path), name="named")
+    clients("s3").put_object(Bucket=BUCKET, Key=f"uploads/{filename}", Body=b"a\n1\n")
+    with pytest.raises(DatasetError, match="contains control characters"):
+        datasets.ingest(clients, BUCKET, f"s3://{BUCKET}/uploads/{filename}", name="named")
+    assert not [key for key in keys(clients) if not key.startswith("uploads/")]
+
+
+def test_a_named_pipe_is_not_a_regular_file(clients, tmp_path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError, match=r"is not a regular file \(a named pipe\)"):
+        datasets.ingest(clients, BUCKET, str(fifo))
+    with pytest.raises(DatasetError, match=r"is not a regular file \(a character device\)"):
+        datasets.ingest(clients, BUCKET, "/dev/null")
+
+
+def test_sizes_over_the_maximum_are_shown_in_its_unit(clients, tmp_path) -> None:
+    path = tmp_path / "size.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * 305_000)
+    with pytest.raises(DatasetError, match=r"size.csv is 1.16 MB, over the maximum of 1 MB"):
+        datasets.ingest(clients, BUCKET, str(path), max_bytes=2**20)
+
+
+def test_the_same_bytes_with_another_target_are_refused(clients, iris_csv) -> None:
+    path, _ = iris_csv
+    version = datasets.ingest(clients, BUCKET, str(path), target="species").manifest["version"]
+    with pytest.raises(
+        DatasetError,
+        match=rf"already ingested as iris@{version} with target 'species': "
+        rf"to train on 'petals', run mltp train --dataset iris@{version} --target petals",
+    ):
+        datasets.ingest(clients, BUCKET, str(path), target="petals")
+    assert not datasets.ingest(clients, BUCKET, str(path), target="species").created
+    assert not datasets.ingest(clients, BUCKET, str(path)).created
+    untargeted = datasets.ingest(clients, BUCKET, str(path), name="plain").manifest
+    with pytest.raises(DatasetError, match=r"already ingested as plain@.* with no target"):
+        datasets.ingest(clients, BUCKET, str(path), name="plain", target="species")
+    assert untargeted["target"] is None

@@ -234,6 +234,9 @@ def test_an_ingest_with_auto_train_starts_a_training_run_from_the_event(sandbox,
     shown = model(sandbox, trained)
     assert shown["lineage"]["flow_run_id"] == run["id"]
     assert training_runs_for(sandbox, quiet) == []  # ingested first, without --auto-train: no run
+    again = ingest(sandbox, iris_csv, quiet, "--auto-train")  # the same bytes, now to be trained
+    assert not again["created"]
+    finished(sandbox, wait_for(lambda: training_runs_for(sandbox, quiet), timeout=30)[0]["id"])
 
 
 def test_an_event_missing_optional_keys_still_starts_a_run(sandbox, iris_csv) -> None:

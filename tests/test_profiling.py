@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from mltp.dataset_catalog import task_hint
-from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler
+from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler, arrow_type
 
 
 def profile_of(*batches: list) -> ColumnProfile:
@@ -28,6 +28,11 @@ def profile_of(*batches: list) -> ColumnProfile:
         ([["2024-01-01"], ["soon"]], "string"),
         ([[None, None], [None]], "empty"),
         ([[None], ["7"]], "integer"),
+        ([["00733", "12345"]], "string"),  # codes with leading zeros keep them
+        ([["12", "13"], ["007"]], "string"),
+        ([["0", "0.5", "10"]], "float"),  # a zero alone, or before a point, is a number
+        ([["2024-01-01T00:00:00Z", "2024-01-02T10:00:00+02:00"]], "datetime_utc"),
+        ([["2024-01-01T00:00:00Z"], ["2024-01-01"]], "string"),  # zoned and naive mixed: text
     ],
 )
 def test_type_inference_across_batches(batches, expected_type) -> None:
@@ -105,3 +110,26 @@ def test_typed_parquet_columns_keep_their_type() -> None:
 )
 def test_task_hint(values, hint) -> None:
     assert task_hint(profile_of(values).as_dict()) == hint
+
+
+def test_zoned_timestamps_are_reported_as_utc_dates() -> None:
+    profile = profile_of(["2024-01-01T00:00:00Z"]).as_dict()
+    assert (profile["type"], profile["timezone"]) == ("datetime", "UTC")
+    assert arrow_type(profile) == pa.timestamp("us", tz="UTC")
+    assert arrow_type(profile_of(["2024-01-01"]).as_dict()) == pa.timestamp("us")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array([[1, 2], None, [3]]),
+        pa.array([{"x": 1}, {"x": 2}, None]),
+        pa.array([[("k", 1)], None, []], type=pa.map_(pa.string(), pa.int64())),
+    ],
+    ids=["list", "struct", "map"],
+)
+def test_nested_columns_are_counted_not_hashed(values) -> None:
+    profiler = Profiler(["n"])
+    profiler.update(pa.record_batch([values], names=["n"]))
+    profile = profiler.column("n").as_dict()
+    assert (profile["type"], profile["nulls"], profile["distinct"]) == ("nested", 1, None)

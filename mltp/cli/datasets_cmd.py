@@ -64,7 +64,7 @@ def ingest(
     with prefect_connection(), _progress_bar() as bar:
         from prefect.events.worker import EventsWorker
 
-        from flows.ingest import ingest_dataset
+        from flows.ingest import announce_dataset, ingest_dataset
         from tasks.datasets import progress_listener
 
         if bar is not None:
@@ -73,6 +73,8 @@ def ingest(
         manifest = ingest_dataset(
             source=path, name=name, target=target, max_size_mb=max_size_mb, auto_train=auto_train
         )
+        if auto_train and not manifest["created"]:  # asked to train bytes ingested before: train them
+            announce_dataset(manifest, auto_train=True)
         EventsWorker.drain_all(timeout=10)  # the event must leave before this short process does
     if json:
         emit_json(manifest)
@@ -84,6 +86,11 @@ def ingest(
         )
         if auto_train:
             console.print("announced for training: the train-on-new-dataset deployment trains it")
+    elif auto_train:
+        console.print(
+            f"already ingested as {manifest['name']}@{manifest['version']}: announced for training, "
+            "the train-on-new-dataset deployment trains it"
+        )
     else:
         console.print(f"already ingested as {manifest['name']}@{manifest['version']}: nothing changed")
     _print_columns(manifest)
