@@ -17,6 +17,7 @@ from mltp.s3_json import read_json
 
 DEFAULT_MAX_MB = 20480  # the CLI reads MLTP_MAX_DATASET_MB
 CLASSIFICATION_MAX_CLASSES = 50
+NOT_A_TARGET = ("nested", "other")  # profiled column types no model is trained to predict
 NAME_RULE = "1-64 characters: lowercase letters, digits, '-' or '_', starting with a letter or digit"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SUFFIXES = {

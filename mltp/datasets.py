@@ -42,6 +42,7 @@ from botocore.exceptions import ClientError
 from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
 from mltp.dataset_catalog import (
     DEFAULT_MAX_MB,
+    NOT_A_TARGET,
     FileFormat,
     derive_name,
     detect_format,
@@ -63,7 +64,7 @@ from mltp.dataset_formats import (
     parquet_batches,
 )
 from mltp.errors import DatasetError, MltpError
-from mltp.profiling import NOT_A_TARGET, Profiler, arrow_type
+from mltp.profiling import Profiler, arrow_type
 from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 

@@ -17,13 +17,13 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
-from mltp.dataset_catalog import task_hint
+from mltp.dataset_catalog import NOT_A_TARGET, task_hint
 from mltp.errors import BucketError
 from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
 from mltp.trainer.errors import TrainingInputError
 from mltp.trainer.feature_plan import plan_features
-from mltp.trainer.spec import JobSpec, Validation, default_primary_metric
+from mltp.trainer.spec import METRICS, JobSpec, Validation, default_primary_metric
 
 
 def parse_value(text: str) -> Any:
@@ -46,23 +46,50 @@ def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
-    """`--param k=v` options as a dict of typed values."""
-    return {key: parse_value(value) for key, value in _pairs(items, "--param")}
+    """`--param k=v` options as a dict of typed values; a key given twice must say the same."""
+    params: dict[str, Any] = {}
+    for key, text in _pairs(items, "--param"):
+        value = parse_value(text)
+        if key in params and _same(params[key]) != _same(value):
+            raise TrainingInputError(
+                f"--param {key} is given twice, as {params[key]!r} and {value!r}: keep one, or try both "
+                f"with --grid {key}=..."
+            )
+        params[key] = value
+    return params
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """`--grid k=v1,v2` options as a dict of axes."""
-    return {key: [parse_value(v) for v in values.split(",")] for key, values in _pairs(items, "--grid")}
+    """`--grid k=v1,v2` options as a dict of axes; repeating a key adds to its axis (`--grid k=a,b
+    --grid k=c` is `--grid k=a,b,c`)."""
+    axes: dict[str, list[Any]] = {}
+    for key, values in _pairs(items, "--grid"):
+        axes.setdefault(key, []).extend(parse_value(value) for value in values.split(","))
+    return axes
+
+
+def _same(value: Any) -> str:
+    """What tells two hyperparameter values apart: 1 and 1.0 or true and 1 are different values."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    kept: dict[str, Any] = {}
+    for value in values:
+        kept.setdefault(_same(value), value)
+    return list(kept.values())
 
 
 def expand_grid(fixed: dict[str, Any], axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The fixed hyperparameters with every combination of the grid's axes: one candidate each."""
+    """The fixed hyperparameters with every combination of the grid's axes: one candidate each, none
+    twice (a value repeated on an axis is tried once)."""
     overlap = set(fixed) & set(axes)
     if overlap:
         raise TrainingInputError(f"{', '.join(sorted(overlap))} given both as a fixed value and a grid axis")
     empty = [axis for axis, values in axes.items() if not values]
     if empty:
         raise TrainingInputError(f"grid axis {empty[0]!r} has no values")
+    axes = {axis: _distinct(values) for axis, values in axes.items()}
     return [{**fixed, **dict(zip(axes, combo, strict=True))} for combo in itertools.product(*axes.values())]
 
 
@@ -94,6 +121,7 @@ def build_job_spec(
             f"target {target!r} is not a column of {manifest['name']} ({', '.join(columns)})"
         )
     profile = columns[target]
+    _check_target_kind(profile, manifest)
     task = task or (manifest.get("task") if target == manifest.get("target") else None) or task_hint(profile)
     get_algorithm(algorithm).estimator_class(task)
     if task == "regression" and profile["type"] not in ("integer", "float"):
@@ -105,6 +133,12 @@ def build_job_spec(
         raise TrainingInputError(
             f"classification target {target!r} has a single class: there is nothing to learn"
         )
+    if task == "regression" and profile["min"] == profile["max"]:
+        raise TrainingInputError(
+            f"regression target {target!r} is {profile['min']:g} in every row: there is nothing to learn"
+        )
+    primary_metric = primary_metric or default_primary_metric(task)
+    check_metric(primary_metric, task)
     plan_features(manifest["columns"], target, manifest["rows"])
     validate_candidates(algorithm, task, candidates)
     job_id = job_id or new_job_id(manifest["name"], algorithm)
@@ -117,7 +151,7 @@ def build_job_spec(
             task=task,
             algorithm=algorithm,
             candidates=candidates,
-            primary_metric=primary_metric or default_primary_metric(task),
+            primary_metric=primary_metric,
             seed=seed,
             validation=validation,
             output_prefix=f"s3://{models_bucket}/runs/{job_id}/",
@@ -128,6 +162,29 @@ def build_job_spec(
         raise TrainingInputError(
             f"job spec is invalid: {where}: {first['msg'].removeprefix('Value error, ')}"
         ) from error
+
+
+def _check_target_kind(profile: dict[str, Any], manifest: dict[str, Any]) -> None:
+    name, dataset = profile["name"], manifest["name"]
+    if profile["type"] == "empty" or profile["nulls"] == manifest["rows"]:
+        raise TrainingInputError(
+            f"target {name!r} is empty in every row of {dataset}: choose another --target"
+        )
+    if profile["type"] in NOT_A_TARGET:
+        raise TrainingInputError(
+            f"target {name!r} of {dataset} is a {profile['type']} column: choose a column of numbers, "
+            "text, booleans or dates as --target"
+        )
+
+
+def check_metric(metric: str, task: str) -> None:
+    """A metric the trainer scores for this task, or one line that lists the ones it does."""
+    known = METRICS[task]
+    if metric in known:
+        return
+    other = next(other for other in METRICS if other != task)
+    what = f"{metric!r} is a {other} metric" if metric in METRICS[other] else f"unknown metric {metric!r}"
+    raise TrainingInputError(f"{what}: the {task} metrics are {', '.join(known)}")
 
 
 def write_job(clients: ClientFactory, spec: JobSpec) -> str:

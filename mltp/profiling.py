@@ -38,7 +38,6 @@ _WIDER = {
     "datetime_utc": ["datetime_utc"],
 }
 _NUMBERS = ("integer", "float")
-NOT_A_TARGET = ("nested", "other")  # column types no model is trained to predict
 
 
 def arrow_type(column: dict[str, Any]) -> pa.DataType:

@@ -9,8 +9,16 @@ from mltp.jobs import build_job_spec, expand_grid, parse_grid, parse_params, par
 from mltp.trainer.errors import TrainingInputError
 
 
-def column(name, kind, distinct=10, nulls=0, exact=True):
-    return {"name": name, "type": kind, "distinct": distinct, "nulls": nulls, "distinct_exact": exact}
+def column(name, kind, distinct=10, nulls=0, exact=True, low=None, high=None):
+    return {
+        "name": name,
+        "type": kind,
+        "distinct": distinct,
+        "nulls": nulls,
+        "distinct_exact": exact,
+        "min": low,
+        "max": high,
+    }
 
 
 MANIFEST = {
@@ -23,8 +31,11 @@ MANIFEST = {
         column("spend", "float", 900),
         column("plan", "string", 3),
         column("churn", "string", 2),
-        column("revenue", "float", 950),
+        column("revenue", "float", 950, low=0.0, high=99.5),
         column("constant", "string", 1),
+        column("flat", "float", 1, low=3.0, high=3.0),
+        column("blank", "empty", 0, nulls=1000),
+        column("tags", "nested", None, exact=False),
     ],
 }
 
@@ -64,6 +75,23 @@ def test_candidates_from_params_and_grid() -> None:
     assert expand_grid({}, {}) == [{}]
 
 
+def test_a_repeated_grid_key_adds_to_its_axis_and_no_candidate_runs_twice() -> None:
+    axes = parse_grid(["n_neighbors=3,5", "n_neighbors=7", "n_neighbors=5,3", "weights=uniform,uniform"])
+    assert axes == {"n_neighbors": [3, 5, 7, 5, 3], "weights": ["uniform", "uniform"]}
+    assert expand_grid({}, axes) == [
+        {"n_neighbors": 3, "weights": "uniform"},
+        {"n_neighbors": 5, "weights": "uniform"},
+        {"n_neighbors": 7, "weights": "uniform"},
+    ]
+    assert expand_grid({}, {"alpha": [1, 1.0, True]}) == [{"alpha": 1}, {"alpha": 1.0}, {"alpha": True}]
+
+
+def test_a_param_given_twice_must_agree() -> None:
+    assert parse_params(["k=5", "k=5"]) == {"k": 5}
+    with pytest.raises(TrainingInputError, match="--param k is given twice, as 5 and 6: keep one"):
+        parse_params(["k=5", "k=6"])
+
+
 def test_a_good_spec() -> None:
     built = spec(candidates=[{"n_estimators": 10}], folds=3)
     assert (built.target, built.task, built.primary_metric) == ("churn", "classification", "accuracy")
@@ -85,7 +113,12 @@ def test_a_good_spec() -> None:
         ({"candidates": [{"n_estimators": -1}]}, "must be an int in the range [1, inf). Got -1"),
         ({"candidates": [{"max_depth": "deep"}]}, "'max_depth' parameter of RandomForestClassifier"),
         ({"candidates": [{"colour": "red"}]}, "Invalid parameter 'colour'"),
-        ({"primary_metric": "r2"}, "do not apply to classification"),
+        ({"primary_metric": "r2"}, "'r2' is a regression metric: the classification metrics are accuracy,"),
+        ({"primary_metric": "bogus"}, "unknown metric 'bogus': the classification metrics are accuracy, bal"),
+        ({"primary_metric": "bogus", "target": "revenue"}, "the regression metrics are r2, rmse, mae"),
+        ({"target": "flat"}, "regression target 'flat' is 3 in every row: there is nothing to learn"),
+        ({"target": "blank"}, "target 'blank' is empty in every row of shop: choose another --target"),
+        ({"target": "tags"}, "target 'tags' of shop is a nested column"),
         ({"job_id": "Bad Id"}, "job spec is invalid: job_id"),
     ],
 )

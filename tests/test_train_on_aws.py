@@ -304,7 +304,8 @@ def test_a_job_past_its_deadline_is_terminated_and_fails_as_timed_out(sandbox, d
     )
     code, _, err = finish(process)
     assert code == 1
-    assert "training failed (timeout)" in err and "raise max_runtime_minutes" in err
+    assert "training failed (timeout)" in err and "raise --max-runtime" in err  # the option of this command
+    assert "max_runtime_minutes" not in err
     wait_for(lambda: instance_id not in sandbox.live_instances(), timeout=10)
 
 

@@ -234,3 +234,27 @@ def test_rare_classes_still_split(clients, tmp_path, folds) -> None:
     manifest = ingest_frame(clients, tmp_path, "rare", frame, "y")
     status, _ = run(clients, manifest, algorithm="knn", candidates=[{"n_neighbors": 3}], folds=folds)
     assert status["state"] == "succeeded", status
+
+
+def test_a_single_row_class_with_folds_trains_and_names_the_class(clients, tmp_path, caplog) -> None:
+    frame = pd.DataFrame({"x": range(40), "y": ["a"] * 20 + ["b"] * 19 + ["c"]})
+    manifest = ingest_frame(clients, tmp_path, "single", frame, "y")
+    for algorithm in ("random_forest", "logistic_regression"):
+        status, metrics = run(clients, manifest, algorithm=algorithm, candidates=[{}], folds=5)
+        assert status["state"] == "succeeded", status
+        assert 0 <= metrics["best"]["metrics"]["accuracy"] <= 1
+    assert "class(es) with fewer rows than the 5 folds: 'c' (1)" in caplog.text
+
+
+def test_a_target_constant_where_it_has_values_is_refused_on_the_compute(clients, tmp_path) -> None:
+    frame = pd.DataFrame({"x": range(30), "y": [2.5] * 10 + [None] * 20})
+    manifest = ingest_frame(clients, tmp_path, "flat", frame, "y")
+    spec = build_job_spec(
+        {**manifest, "columns": [{**c, "max": 9.0} if c["name"] == "y" else c for c in manifest["columns"]]},
+        algorithm="ridge",
+        candidates=[{}],
+        models_bucket=MODELS,
+    )  # a stale profile: the trainer checks the rows it reads
+    status = run_job(write_job(clients, spec), clients)
+    assert (status["state"], status["kind"]) == ("failed", "user")
+    assert status["message"] == "regression target 'y' is 2.5 in every row: there is nothing to learn"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
+import re
+from collections.abc import Iterator
 
 import typer
 
@@ -10,7 +13,7 @@ from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json, quiet_prefect_console
 from mltp.cli.runlog import echo_run_log
 from mltp.dataset_catalog import parse_reference
-from mltp.errors import ConfigError
+from mltp.errors import ConfigError, MltpError
 from mltp.jobs import expand_grid, parse_grid, parse_params
 from mltp.monitor import MonitorSettings
 from mltp.planning import ComputePlan
@@ -27,6 +30,8 @@ FOLDS = typer.Option(None, "--folds", min=2, max=20, help="k-fold cross-validati
 JSON = typer.Option(False, "--json", help="Print JSON.")
 COMPUTE_CHOICES = ("auto", "lambda", "ec2", "local")
 COMPUTE = typer.Option("auto", "--compute", help="auto (the planner decides), lambda, ec2 or local.")
+# The flow's messages name its parameters, which the UI form and a deployment show; here they are options.
+OPTIONS_OF_FLOW_PARAMETERS = {"max_runtime_minutes": "--max-runtime", "model_name": "--model-name"}
 
 
 def _print_plan(plan: ComputePlan) -> None:
@@ -130,7 +135,7 @@ def train(
     with prefect_connection():
         from flows.train import train_model  # sets Prefect's logging up: echo handlers go on after
 
-        with echo_run_log(enabled=not json):
+        with echo_run_log(enabled=not json), _in_option_terms():
             report = train_model(
                 dataset=name,
                 dataset_version=version,
@@ -171,6 +176,21 @@ def train(
     else:
         gate = f" (quality gate {report['gate']} not passed)" if report["gate"] else ""
         console.print(f"not registered{gate}: {best['model_uri']}")
+
+
+@contextlib.contextmanager
+def _in_option_terms() -> Iterator[None]:
+    """An error that names a flow parameter names this command's option instead."""
+    try:
+        yield
+    except MltpError as error:
+        message = str(error)
+        for parameter, option in OPTIONS_OF_FLOW_PARAMETERS.items():
+            message = re.sub(rf"\b{parameter}\b", option, message)
+        if message == str(error):
+            raise
+        error.args = (message,)
+        raise
 
 
 def _check_choices(compute: str, task: str | None) -> None:

@@ -31,8 +31,9 @@ def evaluate(model, X, y, task: str, wanted: list[str]) -> dict[str, float]:
 
 def _roc_auc(model, X, y) -> float:
     classes = model.classes_
-    if len(np.unique(y)) < 2:
-        return float("nan")  # undefined on a split that holds one class
+    present = np.unique(y)
+    if len(present) < 2 or not np.isin(present, classes).all():
+        return float("nan")  # undefined on a split that holds one class, or one the model never saw
     scores = _scores(model, X)
     if len(classes) == 2:
         positive = scores[:, 1] if scores.ndim == 2 else scores

@@ -84,6 +84,10 @@ def check_target(y: pd.Series, task: str, name: str) -> None:
         raise TrainingInputError(f"regression target {name!r} is not numeric ({y.dtype}): use classification")
     if task == "classification" and y.nunique() < 2:
         raise TrainingInputError(f"classification target {name!r} has a single class ({y.iloc[0]!r})")
+    if task == "regression" and y.nunique() < 2:
+        raise TrainingInputError(
+            f"regression target {name!r} is {float(y.iloc[0]):g} in every row: there is nothing to learn"
+        )
 
 
 class _Progress:
@@ -135,6 +139,17 @@ def _splits(spec: JobSpec, X, y):
         return [(train, test)]
     if len(y) < spec.validation.folds:
         raise TrainingInputError(f"{len(y)} rows cannot be split into {spec.validation.folds} folds")
+    if spec.task == "classification" and smallest_class < spec.validation.folds:
+        counts = y.value_counts()
+        rare = ", ".join(
+            f"{label!r} ({count})" for label, count in counts[counts < spec.validation.folds].items()
+        )
+        logger.warning(
+            "class(es) with fewer rows than the %d folds: %s; the folds are not stratified, and a fold "
+            "trained without a class cannot score it: add rows of those classes, or use fewer folds",
+            spec.validation.folds,
+            rare,
+        )
     folds = (StratifiedKFold if smallest_class >= spec.validation.folds else KFold)(
         spec.validation.folds, shuffle=True, random_state=spec.seed
     )
@@ -176,9 +191,7 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
                     evaluate(model, X.iloc[test_rows], y.iloc[test_rows], spec.task, spec.metrics)
                 )
             progress.unit_done(f"candidate {number} scored")
-        metrics = {
-            name: round(float(np.nanmean([m[name] for m in fold_metrics])), 6) for name in fold_metrics[0]
-        }
+        metrics = {name: _mean_of_defined([m[name] for m in fold_metrics]) for name in fold_metrics[0]}
         scored.append({"params": params, "metrics": metrics})
         logger.info("candidate %d %s: %s", number, params, metrics)
         if best is None or better(
@@ -205,6 +218,12 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
     }
 
 
+def _mean_of_defined(scores: list[float]) -> float:
+    """The mean over the folds where the metric is defined (NaN where it is nowhere)."""
+    defined = [score for score in scores if not math.isnan(score)]
+    return round(float(np.mean(defined)), 6) if defined else math.nan
+
+
 @contextlib.contextmanager
 def _user_data_errors(what: str) -> Iterator[None]:
     """scikit-learn raises ValueError for data it cannot use (too few rows per class or for the
@@ -219,7 +238,7 @@ def _check_deadline(spec: JobSpec, where: str) -> None:
     if spec.deadline is not None and datetime.now(UTC) > spec.deadline:
         raise TrainingInputError(
             f"the job's deadline {spec.deadline.isoformat(timespec='seconds')} passed {where}: "
-            "raise the max runtime or train fewer candidates"
+            "raise max_runtime_minutes or train fewer candidates"
         )
 
 

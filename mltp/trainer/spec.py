@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SPEC_VERSION = 1
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
 REGRESSION_METRICS = ("r2", "rmse", "mae")
+METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = get_args(Task)
