@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
@@ -89,10 +91,38 @@ INGEST_CASES = {
     "latin-1 past the sniffed start": Case(
         ingest("{t}-latin1-late.csv"), "is not UTF-8 text: save it as UTF-8"
     ),
-    "UTF-16": Case(ingest("{t}-utf16.csv"), "is not UTF-8 text (line 1, byte 1)"),
+    "UTF-16": Case(ingest("{t}-utf16.csv"), "its bytes look like UTF-16 text: save it as UTF-8"),
+    "gzip named .csv": Case(
+        ingest("{t}-gzip.csv"), "its bytes look like gzip-compressed data: name it .csv.gz"
+    ),
+    "Parquet named .csv": Case(
+        ingest("{t}-parquet.csv"), "its bytes look like a Parquet file: name it .parquet"
+    ),
+    "workbook named .csv": Case(ingest("{t}-workbook.csv"), "its bytes look like a ZIP archive"),
     "binary junk": Case(ingest("{t}-junk.csv"), "is not UTF-8 text"),
-    "duplicate column names": Case(ingest("{t}-duplicate.csv"), "duplicate column names in the header: a"),
+    "duplicate column names": Case(ingest("{t}-duplicate.csv"), "duplicate column names in the header: 'a'"),
     "empty column name": Case(ingest("{t}-blank-name.csv"), "column(s) 2 have an empty name"),
+    "duplicate column names in parquet": Case(
+        ingest("{t}-duplicate.parquet"), "duplicate column names in the header: 'a'"
+    ),
+    "empty column name in parquet": Case(ingest("{t}-blank-name.parquet"), "column(s) 1 have an empty name"),
+    "parquet list column as target": Case(
+        ingest("{t}-nested.parquet", "--target", "tags"),
+        "target 'tags' of {t}-nested.parquet is a nested column",
+    ),
+    "parquet struct column as target": Case(
+        ingest("{t}-nested.parquet", "--target", "point"), "target 'point' of {t}-nested.parquet is a nested"
+    ),
+    "file name with a newline": Case(ingest("{t}-new\nline.csv"), "contains control characters ('\\n')"),
+    "file name with a tab": Case(ingest("{t}-tab\tbed.csv"), "contains control characters ('\\t')"),
+    "named pipe": Case(ingest("{t}-pipe.csv"), "is not a regular file (a named pipe)"),
+    "character device": Case(
+        ("datasets", "ingest", "/dev/null"), "is not a regular file (a character device)"
+    ),
+    "the same bytes with another target": Case(
+        ingest("{t}-iris.csv", "--name", "{iris}", "--target", "species"),
+        "already ingested as {iris}@{iris_version} with target 'target': to train on 'species', run mltp",
+    ),
     "header field over the csv module's limit": Case(ingest("{t}-huge-header.csv"), "-huge-header.csv"),
     "unsupported extension": Case(ingest("{t}-sheet.xlsx"), "unsupported file type (.xlsx)"),
     "no extension": Case(ingest("{t}-noextension"), "unsupported file type (no extension)"),
@@ -111,7 +141,9 @@ INGEST_CASES = {
     "--auto-train without --target": Case(
         ingest("{t}-ok.csv", "--auto-train"), "--auto-train needs --target"
     ),
-    "over --max-size-mb": Case(ingest("{t}-big.csv", "--max-size-mb", "1"), "over the maximum of 1 MB"),
+    "over --max-size-mb": Case(
+        ingest("{t}-big.csv", "--max-size-mb", "1"), "is 1.14 MB, over the maximum of 1 MB"
+    ),
     "--max-size-mb 0": Case(ingest("{t}-ok.csv", "--max-size-mb", "0"), "--max-size-mb"),
     "name with a path": Case(ingest("{t}-ok.csv", "--name", "../x"), "dataset name '../x' is not allowed"),
     "uppercase name": Case(ingest("{t}-ok.csv", "--name", "Iris"), "'Iris' is not allowed"),
@@ -126,6 +158,10 @@ INGEST_CASES = {
     ),
     "s3 object that is not parquet": Case(
         ("datasets", "ingest", "s3://{data}/uploads/{t}/{t}-s3-corrupt.parquet"), "is not a valid Parquet"
+    ),
+    "s3 parquet with a list column as target": Case(
+        ("datasets", "ingest", "s3://{data}/uploads/{t}/{t}-s3-nested.parquet", "--target", "tags"),
+        "is a nested column",
     ),
 }
 
@@ -174,7 +210,25 @@ TRAIN_CASES = {
     "no usable feature": Case(
         train(dataset="{t}-id-only"), "no usable feature columns besides target 'label'"
     ),
-    "metric of the other task": Case(train("--metric", "r2"), "do not apply to classification"),
+    "metric of the other task": Case(
+        train("--metric", "r2"), "'r2' is a regression metric: the classification metrics are accuracy"
+    ),
+    "unknown metric": Case(
+        train("--metric", "bogus"), "unknown metric 'bogus': the classification metrics are accuracy"
+    ),
+    "constant regression target": Case(
+        train(dataset="{t}-flat"), "regression target 'level' is 3.5 in every row: there is nothing to learn"
+    ),
+    "target empty in every row": Case(
+        train("--target", "note", dataset="{t}-constant"),
+        "target 'note' is empty in every row of {t}-constant",
+    ),
+    "nested target": Case(
+        train("--target", "tags", dataset="{t}-nested"), "target 'tags' of {t}-nested is a nested"
+    ),
+    "--param given twice": Case(
+        train("--param", "n_neighbors=3", "--param", "n_neighbors=4"), "--param n_neighbors is given twice"
+    ),
     "--compute gpu": Case(train("--compute", "gpu"), "--compute 'gpu': use auto, lambda, ec2, local"),
     "--max-runtime 0": Case(train("--max-runtime", "0"), "--max-runtime"),
     "negative --max-runtime": Case(train("--max-runtime", "-5"), "--max-runtime"),
@@ -423,6 +477,22 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def _parquet_table(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+NESTED = pa.table(
+    {
+        "tags": [["a", "b"], ["c"], None, ["a"]] * 10,
+        "point": [{"x": 1, "y": 2}, {"x": 3, "y": 4}] * 20,
+        "x": list(range(40)),
+        "label": ["a", "b"] * 20,
+    }
+)
+
+
 def _iris() -> pd.DataFrame:
     frame = toy.load_iris(as_frame=True).frame
     frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width", "target"]
@@ -459,6 +529,18 @@ def corpus_files(iris: pd.DataFrame) -> dict[str, bytes]:
         "{t}-latin1-row.csv": "a,b\n1,caf\u00e9\n".encode("latin-1"),
         "{t}-latin1-late.csv": late,
         "{t}-utf16.csv": "a,b\n1,2\n".encode("utf-16"),
+        "{t}-gzip.csv": gzip.compress(b"a,b\n1,2\n"),
+        "{t}-parquet.csv": _parquet(pd.DataFrame({"a": [1]})),
+        "{t}-workbook.csv": b"PK\x03\x04\x14\x00\x06\x00",
+        "{t}-duplicate.parquet": _parquet_table(
+            pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"])
+        ),
+        "{t}-blank-name.parquet": _parquet_table(
+            pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["", "a"])
+        ),
+        "{t}-nested.parquet": _parquet_table(NESTED),
+        "{t}-new\nline.csv": b"a\n1\n",
+        "{t}-tab\tbed.csv": b"a\n1\n",
         "{t}-junk.csv": b"\xff\xd8\xff\xe0" + random.Random(8).randbytes(4096),
         "{t}-duplicate.csv": b"a,a\n1,2\n",
         "{t}-blank-name.csv": b"a,,c\n1,2,3\n",
@@ -482,6 +564,7 @@ def corpus_files(iris: pd.DataFrame) -> dict[str, bytes]:
 S3_OBJECTS = {
     "uploads/{t}/{t}-s3-ragged.csv": b"a,b\n1,2\n3,4,5\n",
     "uploads/{t}/{t}-s3-corrupt.parquet": b"PAR1 not really",
+    "uploads/{t}/{t}-s3-nested.parquet": _parquet_table(NESTED),
 }
 
 
@@ -489,7 +572,12 @@ def _training_datasets() -> dict[str, tuple[str, pd.DataFrame, str | None]]:
     """Datasets that ingest accepts and training must refuse: name -> (file, frame, target)."""
     rows = 40
     return {
-        "constant": ("constant.csv", pd.DataFrame({"x": range(rows), "label": ["yes"] * rows}), "label"),
+        "constant": (
+            "constant.csv",
+            pd.DataFrame({"x": range(rows), "label": ["yes"] * rows, "note": [None] * rows}),
+            "label",
+        ),
+        "flat": ("flat.csv", pd.DataFrame({"x": range(rows), "level": [3.5] * rows}), "level"),
         "id-only": (
             "id-only.csv",
             pd.DataFrame({"row_id": range(rows), "label": ["a", "b"] * (rows // 2)}),
@@ -547,6 +635,8 @@ def corpus(sandbox, tmp_path_factory) -> Corpus:
     for name, (file, frame, target) in _training_datasets().items():
         frame.to_csv(folder / file, index=False)
         _ingest_in_process(clients, data, folder / file, f"{TOKEN}-{name}", target)
+    _ingest_in_process(clients, data, folder / f"{TOKEN}-nested.parquet", f"{TOKEN}-nested", "label")
+    os.mkfifo(folder / f"{TOKEN}-pipe.csv")
     _register_model(clients, sandbox, manifest, f"{TOKEN}-model")
     placeholders = {
         "t": TOKEN,
@@ -554,6 +644,7 @@ def corpus(sandbox, tmp_path_factory) -> Corpus:
         "data": data,
         "models": sandbox.status["buckets"]["models"],
         "iris": f"{TOKEN}-iris",
+        "iris_version": manifest["version"],
         "model": f"{TOKEN}-model",
         "out": str(folder / f"{TOKEN}-predicted.csv"),
     }
