@@ -60,6 +60,13 @@ def megabytes(size: int) -> str:
     return f"{value:,.0f} MB" if value >= 100 or value == int(value) else f"{value:,.2f} MB"
 
 
+def column_list(names: list[str], limit: int = 20) -> str:
+    """Column names for a one-line message: a name with a newline or another control character is
+    shown quoted and escaped, and a long list is cut."""
+    shown = [name if name.isprintable() else repr(name) for name in names[:limit]]
+    return ", ".join(shown) + (", ..." if len(names) > limit else "")
+
+
 def validate_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise DatasetError(f"dataset name {name!r} is not allowed: use {NAME_RULE}")

@@ -44,6 +44,7 @@ from mltp.dataset_catalog import (
     DEFAULT_MAX_MB,
     NOT_A_TARGET,
     FileFormat,
+    column_list,
     derive_name,
     detect_format,
     get_manifest,
@@ -218,8 +219,9 @@ def _check_target_values(profile: dict[str, Any], label: str) -> None:
 
 def _check_target(target: str | None, names: list[str], label: str) -> None:
     if target is not None and target not in names:
-        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-        raise DatasetError(f"target {target!r} is not a column of {label} (columns: {shown})", source=label)
+        raise DatasetError(
+            f"target {target!r} is not a column of {label} (columns: {column_list(names)})", source=label
+        )
 
 
 def ingest(

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
-from mltp.dataset_catalog import NOT_A_TARGET, task_hint
+from mltp.dataset_catalog import NOT_A_TARGET, column_list, task_hint
 from mltp.errors import BucketError
 from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
@@ -118,7 +118,7 @@ def build_job_spec(
         raise TrainingInputError(f"dataset {manifest['name']} has no target: pass --target COLUMN")
     if target not in columns:
         raise TrainingInputError(
-            f"target {target!r} is not a column of {manifest['name']} ({', '.join(columns)})"
+            f"target {target!r} is not a column of {manifest['name']} ({column_list(list(columns))})"
         )
     profile = columns[target]
     _check_target_kind(profile, manifest)
