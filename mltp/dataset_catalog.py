@@ -60,10 +60,21 @@ def megabytes(size: int) -> str:
     return f"{value:,.0f} MB" if value >= 100 or value == int(value) else f"{value:,.2f} MB"
 
 
+def distinct_shown(column: dict[str, Any], estimate_mark: str) -> str:
+    """A profile's distinct count for people: `-` where none is kept (nested columns)."""
+    if column["distinct"] is None:
+        return "-"
+    return f"{column['distinct']:,}" + ("" if column["distinct_exact"] else estimate_mark)
+
+
+def column_name_shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
 def column_list(names: list[str], limit: int = 20) -> str:
     """Column names for a one-line message: a name with a newline or another control character is
     shown quoted and escaped, and a long list is cut."""
-    shown = [name if name.isprintable() else repr(name) for name in names[:limit]]
+    shown = [column_name_shown(name) for name in names[:limit]]
     return ", ".join(shown) + (", ..." if len(names) > limit else "")
 
 

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect_aws import S3Bucket
 
 from mltp import datasets
+from mltp.dataset_catalog import column_name_shown, distinct_shown
 from tasks.retries import AWS_RETRIES
 
 # The CLI sets this to draw a progress bar; the task reports to it as well as to the UI.
@@ -81,12 +82,11 @@ def profile_markdown(manifest: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     for column in manifest["columns"]:
-        distinct = f"{column['distinct']:,}" + ("" if column["distinct_exact"] else " (est.)")
+        distinct = distinct_shown(column, " (est.)")
         low = "" if column["min"] is None else column["min"]
         high = "" if column["max"] is None else column["max"]
-        lines.append(
-            f"| {column['name']} | {column['type']} | {column['nulls']:,} | {distinct} | {low} | {high} |"
-        )
+        name = column_name_shown(column["name"]).replace("|", "\\|")
+        lines.append(f"| {name} | {column['type']} | {column['nulls']:,} | {distinct} | {low} | {high} |")
     return "\n".join(lines)
 
 

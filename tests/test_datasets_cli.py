@@ -292,3 +292,21 @@ def test_progress_of_a_file_the_parser_reads_in_its_own_threads(sandbox, tmp_pat
     progress = sandbox.api("/artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
     mine = [artifact for artifact in progress if path.name in (artifact["description"] or "")]
     assert mine and mine[0]["data"] == 100.0
+
+
+def test_nested_parquet_columns_are_shown_and_published(sandbox, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = unique("nested")
+    path = tmp_path / f"{name}.parquet"
+    columns = {"tags": [["a"], None, ["b", "c"]], "point|xy": [{"x": 1}, {"x": 2}, None], "y": [1, 2, 3]}
+    pq.write_table(pa.table(columns), path)
+    result = ingest(sandbox, str(path), "--target", "y")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[:4] for line in result.stdout.splitlines() if "│ nested" in line] == [
+        ["│", "tags", "│", "nested"],
+        ["│", "point|xy", "│", "nested"],
+    ]
+    artifacts = sandbox.api("/artifacts/filter", {"artifacts": {"key": {"any_": [f"dataset-{name}"]}}})
+    assert "| point\\|xy | nested | 1 | - |  |  |" in artifacts[0]["data"]

@@ -12,7 +12,15 @@ from rich.table import Table
 
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json, quiet_prefect_console
-from mltp.dataset_catalog import DEFAULT_MAX_MB, get_manifest, list_datasets, parse_reference, versions
+from mltp.dataset_catalog import (
+    DEFAULT_MAX_MB,
+    column_name_shown,
+    distinct_shown,
+    get_manifest,
+    list_datasets,
+    parse_reference,
+    versions,
+)
 from mltp.errors import ConfigError
 
 app = typer.Typer(help="Ingest datasets into the data bucket and look at what is there.")
@@ -144,12 +152,11 @@ def show(reference: str = typer.Argument(..., help="NAME or NAME@VERSION"), json
 def _print_columns(manifest: dict) -> None:
     table = Table("column", "type", "nulls", "distinct", "min", "max")
     for column in manifest["columns"]:
-        distinct = f"{column['distinct']:,}" + ("" if column["distinct_exact"] else "~")
         table.add_row(
-            column["name"],
+            column_name_shown(column["name"]),
             column["type"],
             f"{column['nulls']:,}",
-            distinct,
+            distinct_shown(column, "~"),
             "" if column["min"] is None else str(column["min"]),
             "" if column["max"] is None else str(column["max"]),
         )
