@@ -51,9 +51,15 @@ from mltp.errors import BucketError, MltpError
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds, progress_changed
-from mltp.registry import AliasRaceError, validate_model_name
+from mltp.registry import (
+    AliasRaceError,
+    RejectedVersionError,
+    model_name_for,
+    shown_metric,
+    validate_model_name,
+)
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd
-from tasks.registry import announce, current_champion, promote_if_better, register_model
+from tasks.registry import announce, check_model_name, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
     make_backend,
@@ -132,7 +138,7 @@ def train_model(
     started = time.monotonic()
     logger = get_run_logger()
     flow_run = get_run_context().flow_run
-    name = validate_model_name(model_name or dataset.replace("_", "-"))
+    name = validate_model_name(model_name or model_name_for(dataset))
     gate = QualityGate.parse(min_metric) if min_metric else None
     blocks = load_blocks()
     candidates = expand_grid(hyperparameters, grid)
@@ -155,6 +161,8 @@ def train_model(
     plan, shards = prepared.plan, prepared.shards
     if gate:
         gate.check_metric(shards[0].spec.metrics)  # before paying for compute
+    if register_best:
+        check_model_name(blocks, name, shards[0].spec.task, shards[0].spec.target)
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None
     backend = make_backend(blocks, plan, code)
     watch = _Watch(blocks, backend, prepared, str(flow_run.id), monitoring)
@@ -373,7 +381,8 @@ def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, fl
     """Register the best model if it passes the gate; with `promote`, move the champion when it is better."""
     logger = get_run_logger()
     if gate and not gate.passes(report["metrics"]):
-        logger.warning("not registered: %s fails the quality gate %s", report["metrics"][gate.metric], gate)
+        shown = shown_metric(report["metrics"].get(gate.metric))
+        logger.warning("not registered: %s %s fails the quality gate %s", gate.metric, shown, gate)
         return {"registered": False}
     api = PREFECT_API_URL.value() or ""
     url = f"{PREFECT_UI_URL.value() or api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
@@ -383,7 +392,7 @@ def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, fl
     if promote:
         try:
             promotion = promote_if_better(blocks, version, flow_run_id)
-        except AliasRaceError as error:  # someone moved the champion meanwhile: theirs stands
+        except (AliasRaceError, RejectedVersionError) as error:  # moved or rejected meanwhile: theirs stands
             logger.warning("not promoted: %s", error)
             promotion = {"promoted": False, "reason": str(error)}
     announce(version, champion, promotion)

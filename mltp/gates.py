@@ -36,8 +36,10 @@ class QualityGate:
                 setting="min_metric",
             )
 
-    def passes(self, metrics: dict[str, float]) -> bool:
-        return _OPERATORS[self.comparison](metrics[self.metric], self.threshold)
+    def passes(self, metrics: dict[str, float | None]) -> bool:
+        """A metric not measured (null, or NaN: every comparison with it is false) never passes."""
+        value = metrics.get(self.metric)
+        return value is not None and _OPERATORS[self.comparison](value, self.threshold)
 
     def __str__(self) -> str:
         return f"{self.metric}{self.comparison}{self.threshold:g}"

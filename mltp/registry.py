@@ -2,6 +2,8 @@
 
 Layout in the models bucket (a contract other parts rely on):
 
+    models/<name>/model.json                  the task and target the name holds, written by its first
+                                              registration with If-None-Match: one task and target per name
     models/<name>/versions/<n>/claim.json     the number, taken with If-None-Match: whoever creates it owns n
     models/<name>/versions/<n>/model.skops    the trained model's verified bytes, SSE-encrypted
     models/<name>/versions/<n>/approval.json  PendingManualApproval | Approved | Rejected (compare-and-swap)
@@ -10,12 +12,13 @@ Layout in the models bucket (a contract other parts rely on):
     models/<name>/audit/<time>-<uuid>.json    one object per event, created only if absent: append-only
 
 A version exists when its `version.json` does: registration first reads the trained model and checks its
-sha256 and types (a refused file claims no number), then claims the number, stores those same bytes and
-writes that document last, so a registration that fails in between (a failed upload, a crash) leaves a
-claim without a document. Such a number is never reused (the next registration counts past it), never
-listed, and `get_version` names it as incomplete; a failed upload removes its own model file. Before
-writing the document it checks that the claim, the model and the approval are all still there; if the
-claim vanished (an emptied bucket, a restarted sandbox) it removes what it wrote and fails.
+sha256 and types, and that the name holds the same task and target or none yet (a refused file or model
+claims no number), then claims the number, stores those same bytes and writes that document last, so a
+registration that fails in between (a failed upload, a crash) leaves a claim without a document. Such a
+number is never reused (the next registration counts past it), never listed, and `get_version` names it
+as incomplete; a failed upload removes its own model file. Before writing the document it checks that the
+claim, the model and the approval are all still there; if the claim vanished (an emptied bucket, a
+restarted sandbox) it removes what it wrote and fails.
 
 Loading reads the bytes, checks their sha256 against the version's, then checks that every type named in
 the skops file is in `TRUSTED_TYPES` before skops builds anything. Nothing is ever unpickled.
@@ -27,6 +30,7 @@ import getpass
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import socket
@@ -43,9 +47,12 @@ from mltp.aws import error_code
 from mltp.dataset_catalog import split_s3_uri
 from mltp.errors import MltpError
 from mltp.s3_json import SSE, lost_race, put_json, read_json
+from mltp.trainer.spec import CLASSIFICATION_METRICS, REGRESSION_METRICS, better
 
 APPROVAL_STATES = ("PendingManualApproval", "Approved", "Rejected")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# As long as a dataset name, so that a dataset's name with '_' read as '-' is always a valid model name;
+# no '_', which Prefect artifact keys (`model-<name>`) do not allow.
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 VERSION_PARTS = ("claim.json", "model.skops", "approval.json")  # what version.json vouches for
 _CLAIM_ATTEMPTS = 64
 _CAS_ATTEMPTS = 30
@@ -119,6 +126,10 @@ class AliasRaceError(RegistryError):
     """The alias no longer points where the caller expected: someone else moved it."""
 
 
+class RejectedVersionError(RegistryError):
+    """An alias may not point at a Rejected version."""
+
+
 class RegistrationInterrupted(MltpError):
     """What a registration wrote vanished before it finished: the store changed under it."""
 
@@ -136,6 +147,7 @@ class ModelVersion:
     sha256: str
     metrics: dict
     primary_metric: str
+    task: str
     signature: dict
     lineage: dict
     approval: str
@@ -147,7 +159,7 @@ class ModelVersion:
 def _slug(value: str, what: str) -> str:
     if not isinstance(value, str) or not _SLUG.fullmatch(value):
         raise RegistryError(
-            f"invalid {what} {value!r}: use 1-63 lowercase letters, digits and hyphens, starting with a "
+            f"invalid {what} {value!r}: use 1-64 lowercase letters, digits and hyphens, starting with a "
             "letter or digit"
         )
     return value
@@ -155,6 +167,42 @@ def _slug(value: str, what: str) -> str:
 
 def validate_model_name(name: str) -> str:
     return _slug(name, "model name")
+
+
+def model_name_for(dataset: str) -> str:
+    """The model name a dataset's training registers under unless told otherwise."""
+    return dataset.replace("_", "-")
+
+
+def task_of(primary_metric: str) -> str:
+    """The task a version's primary metric measures: each metric belongs to one task."""
+    if primary_metric in CLASSIFICATION_METRICS:
+        return "classification"
+    if primary_metric in REGRESSION_METRICS:
+        return "regression"
+    raise RegistryError(
+        f"primary metric {primary_metric!r} is not one we measure: use one of "
+        f"{', '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}"
+    )
+
+
+def shown_metric(value: float | None) -> str:
+    """A metric for people: 'n/a' when it was not measured (NaN, or null in JSON)."""
+    return "n/a" if value is None or math.isnan(value) else str(value)
+
+
+def promotion(candidate: dict[str, Any], champion: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether `candidate` (a version's dict) should replace `champion`, on its primary metric, and why.
+    A metric not measured never wins; a champion without it is beaten by any measured value."""
+    if champion is None:
+        return True, "first champion"
+    metric = candidate["primary_metric"]
+    new, held = candidate["metrics"].get(metric), champion["metrics"].get(metric)
+    wins = better(metric, new, held)
+    return wins, (
+        f"{metric} {shown_metric(new)} {'beats' if wins else 'does not beat'} champion "
+        f"v{champion['version']} ({shown_metric(held)})"
+    )
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
@@ -182,6 +230,10 @@ def _now() -> str:
 
 def _prefix(name: str) -> str:
     return f"models/{validate_model_name(name)}/"
+
+
+def _model_key(name: str) -> str:
+    return f"{_prefix(name)}model.json"
 
 
 def _version_key(name: str, version: int, leaf: str) -> str:
@@ -290,8 +342,10 @@ def register_version(
     lineage: dict,
     actor: str,
 ) -> ModelVersion:
-    """Store the trained model, once verified, as the next free version number of `name` and record it."""
+    """Store the trained model, once verified, as the next free version number of `name` and record it.
+    The name must hold the model's task (told by its primary metric) and target, or hold nothing yet."""
     validate_model_name(name)
+    task = task_of(primary_metric)
     source_bucket, source_key = split_s3_uri(model_uri)
     # Checked before a number is claimed, and the very bytes checked are the ones stored: a tampered or
     # foreign file never becomes a version (a server-side copy would store bytes nobody looked at).
@@ -302,6 +356,7 @@ def register_version(
             f"{model_uri} has sha256 {found}, not the {sha256} it was registered with: refusing it"
         )
     check_trusted(data, model_uri)
+    _hold(s3, bucket, name, task, target_of(signature), actor)
     version = _claim_number(s3, bucket, name, actor, sha256)
     model_key = _version_key(name, version, "model.skops")
     try:
@@ -325,6 +380,7 @@ def register_version(
         sha256=sha256,
         metrics=metrics,
         primary_metric=primary_metric,
+        task=task,
         signature=signature,
         lineage=lineage,
         approval=APPROVAL_STATES[0],
@@ -340,6 +396,62 @@ def register_version(
         _event("registered", actor, f"from {model_uri}", version=version, **{"from": None, "to": version}),
     )
     return registered
+
+
+def target_of(signature: dict) -> str | None:
+    """The target column a version predicts, from its signature (None when it names none)."""
+    return (signature.get("target") or {}).get("name")
+
+
+def _held(s3, bucket: str, name: str) -> dict[str, Any] | None:
+    """The task and target the name holds: its model.json, else (a model registered before model.json
+    existed) its first version's; None for a name that holds nothing yet."""
+    document, _ = read_json(s3, bucket, _model_key(name))
+    if document is not None:
+        return document
+    complete = _listing(s3, bucket, name)[1]
+    if not complete:
+        return None
+    first = _read_version(s3, bucket, name, min(complete))
+    return {"task": first.task, "target": target_of(first.signature)}
+
+
+def _require_same(name: str, held: dict[str, Any], task: str, target: str | None) -> None:
+    other_target = None not in (held["target"], target) and held["target"] != target
+    if held["task"] != task or other_target:
+        raise RegistryError(
+            f"model {name!r} holds {_kind(held['task'], held['target'])} models, not "
+            f"{_kind(task, target)}: a model name holds one task and target; give this model another name "
+            "(--model-name)"
+        )
+
+
+def _kind(task: str, target: str | None) -> str:
+    return f"{task} of {target!r}" if target else task
+
+
+def check_holds(s3, bucket: str, name: str, task: str, target: str | None) -> None:
+    """Refuse, writing nothing, a model of another task or target than `name` holds: what a training run
+    checks before it pays for compute."""
+    held = _held(s3, bucket, validate_model_name(name))
+    if held is not None:
+        _require_same(name, held, task, target)
+
+
+def _hold(s3, bucket: str, name: str, task: str, target: str | None, actor: str) -> None:
+    """`check_holds`, and a name that holds nothing yet is given this task and target: of concurrent first
+    registrations of different ones, the one whose model.json is created wins and the others are refused."""
+    held = _held(s3, bucket, name)
+    if held is None:
+        mine = {"task": task, "target": target, "at": _now(), "actor": actor}
+        try:
+            put_json(s3, bucket, _model_key(name), mine, create=True)
+            return
+        except ClientError as error:
+            if not lost_race(error):
+                raise
+        held, _ = read_json(s3, bucket, _model_key(name))
+    _require_same(name, held, task, target)
 
 
 def _claim_number(s3, bucket: str, name: str, actor: str, sha256: str) -> int:
@@ -397,6 +509,7 @@ def _read_version(s3, bucket: str, name: str, version: int) -> ModelVersion:
             )
         raise RegistryError(f"model {name!r} has no version {version}: versions are {_numbers(complete)}")
     approval, _ = read_json(s3, bucket, _version_key(name, version, "approval.json"))
+    document.setdefault("task", task_of(document["primary_metric"]))  # not stored by earlier registrations
     return ModelVersion(**document, approval=approval["status"])
 
 
@@ -479,10 +592,15 @@ def set_alias(
 
     With `expected_version` (or `require_expected`, where None means "the alias must not exist yet") the
     move happens only while the alias still points there, else `AliasRaceError`. Without it, a write that
-    lost to a concurrent change re-reads and re-applies.
+    lost to a concurrent change re-reads and re-applies. A Rejected version is refused.
     """
     _slug(alias, "alias")
-    _read_version(s3, bucket, name, version)  # exists and is complete
+    if _read_version(s3, bucket, name, version).approval == "Rejected":  # exists and is complete
+        rejection, _ = read_json(s3, bucket, _version_key(name, version, "approval.json"))
+        raise RejectedVersionError(
+            f"{name}:{version} is Rejected ({rejection['reason']}, by {rejection['actor']}): approve it "
+            f"first (`mltp models approve {name}:{version} --reason ...`) to point {alias!r} at it"
+        )
     pinned = require_expected or expected_version is not None
     key = f"{_prefix(name)}aliases.json"
     for attempt in range(_CAS_ATTEMPTS):

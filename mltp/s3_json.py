@@ -2,11 +2,17 @@
 
 `If-None-Match: *` creates only if absent; `If-Match: <etag>` replaces only what we read (compare-and-
 swap). A lost race is a `PreconditionFailed` (412) or `ConditionalRequestConflict` (409).
+
+Every JSON the platform hands out (these documents, the CLI's `--json`, event payloads) is strict: JSON
+has no NaN or Infinity (strict parsers refuse them), so a metric that could not be measured (roc_auc on
+a split with one class) or an infinite maximum is null there. Readers take null as they take NaN: not
+measured.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -19,6 +25,23 @@ _LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 def lost_race(error: ClientError) -> bool:
     return error_code(error) in _LOST_RACE
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN and infinite float, at any depth of dicts, lists and tuples, made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def strict_dumps(value: Any, **options: Any) -> str:
+    """JSON with null for every non-finite float; one left where `finite` does not reach is an error,
+    never a document that strict parsers refuse."""
+    return json.dumps(finite(value), allow_nan=False, **options)
 
 
 def read_json(s3, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -41,7 +64,7 @@ def put_json(
     retried by botocore, and the retry fails its condition against our own first attempt: when the stored
     bytes are exactly ours, the write succeeded. Our documents carry timestamps and owners, so another
     writer's bytes never equal ours."""
-    body = json.dumps(document, indent=2).encode()
+    body = strict_dumps(document, indent=2).encode()
     condition = {"IfNoneMatch": "*"} if create else {"IfMatch": etag} if etag else {}
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition, **SSE)

@@ -14,8 +14,8 @@ from prefect.events import emit_event
 from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
 from mltp.dataset_catalog import split_s3_uri
-from mltp.s3_json import read_json
-from mltp.trainer.spec import better
+from mltp.s3_json import finite, read_json
+from tasks.retries import AWS_RETRIES
 
 REGISTERED_EVENT = "mltp.model.registered"
 CHAMPION = "champion"
@@ -35,6 +35,12 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}"
+
+
+@task(name="check-model-name", cache_policy=NO_CACHE, **AWS_RETRIES)
+def check_model_name(blocks: PlatformBlocks, name: str, task: str, target: str) -> None:
+    """Refuse a run whose model the name cannot hold (another task or target), before any compute."""
+    registry.check_holds(blocks.credentials.get_client("s3"), blocks.models.bucket_name, name, task, target)
 
 
 # No task retries: a retried registration whose first answer was lost would allocate a second version.
@@ -83,19 +89,12 @@ def register_model(
 def promote_if_better(blocks: PlatformBlocks, version: dict[str, Any], flow_run_id: str) -> dict[str, Any]:
     """Move `champion` to the new version when it beats the current one on the primary metric."""
     s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
-    name, metric = version["name"], version["primary_metric"]
+    name = version["name"]
     champion = current_champion(blocks, name)
-    new_value = version["metrics"][metric]
-    if champion is not None and not better(metric, new_value, champion["metrics"].get(metric)):
-        held = champion["metrics"][metric]
-        reason = f"{metric} {new_value} does not beat champion v{champion['version']} ({held})"
+    promote, reason = registry.promotion(version, champion)
+    if not promote:
         get_run_logger().info("not promoted: %s", reason)
         return {"promoted": False, "reason": reason, "champion": champion}
-    reason = (
-        f"{metric} {new_value} beats champion v{champion['version']} ({champion['metrics'][metric]})"
-        if champion
-        else "first champion"
-    )
     registry.set_alias(
         s3,
         bucket,
@@ -126,20 +125,24 @@ def announce(
     emit_event(
         REGISTERED_EVENT,
         resource={"prefect.resource.id": f"mltp.model.{name}", "prefect.resource.name": name},
-        payload={
-            "name": name,
-            "version": version["version"],
-            "model_uri": version["model_uri"],
-            "primary_metric": version["primary_metric"],
-            "metrics": version["metrics"],
-            "dataset": version["lineage"]["dataset"],
-            "promoted": bool(promotion and promotion["promoted"]),
-        },
+        payload=finite(
+            {
+                "name": name,
+                "version": version["version"],
+                "model_uri": version["model_uri"],
+                "primary_metric": version["primary_metric"],
+                "metrics": version["metrics"],
+                "dataset": version["lineage"]["dataset"],
+                "promoted": bool(promotion and promotion["promoted"]),
+            }
+        ),
     )
     lineage = version["lineage"]
     dataset = lineage["dataset"]
+    held = champion["metrics"] if champion else {}
     rows = [
-        f"| {metric} | {value} | {champion['metrics'].get(metric, '') if champion else ''} |"
+        f"| {metric} | {registry.shown_metric(value)} | "
+        f"{registry.shown_metric(held[metric]) if metric in held else ''} |"
         for metric, value in version["metrics"].items()
     ]
     champion_header = f"champion v{champion['version']}" if champion else "champion (none yet)"

@@ -37,3 +37,11 @@ def test_a_metric_the_task_does_not_measure_is_refused() -> None:
     with pytest.raises(ConfigError, match="rmse is not measured for this task: use accuracy"):
         gate.check_metric(["accuracy", "roc_auc"])
     assert str(gate) == "rmse<3"
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+@pytest.mark.parametrize("text", ["roc_auc>=0.5", "roc_auc<0.5", "rmse<=3", "r2==1"])
+def test_a_metric_not_measured_never_passes(text, missing) -> None:
+    """null (how JSON carries a metric that could not be measured) fails every gate, as NaN does."""
+    metric = QualityGate.parse(text).metric
+    assert QualityGate.parse(text).passes({metric: missing, "accuracy": 1.0}) is False

@@ -104,9 +104,16 @@ def test_list_show_promote_approve_reject(sandbox, model) -> None:
     assert "Approved" in ok("models", "show", model, sandbox=sandbox)
 
     stale = run_mltp(
-        "models", "promote", f"{model}:1", "--alias", "champion", "--expected-version", "1", env=sandbox.env
+        "models", "promote", f"{model}:2", "--alias", "staging", "--expected-version", "2", env=sandbox.env
     )
-    assert stale.returncode == 2 and "points at version 2, not the expected version 1" in stale.stderr
+    assert stale.returncode == 2 and "points at version 1, not the expected version 2" in stale.stderr
+    rejected = run_mltp("models", "promote", f"{model}:1", "--alias", "champion", env=sandbox.env)
+    assert rejected.returncode == 2, rejected.stderr
+    assert rejected.stderr.strip().splitlines() == [
+        f"mltp: error: {model}:1 is Rejected (superseded, by {first['history'][-1]['actor']}): approve it "
+        f"first (`mltp models approve {model}:1 --reason ...`) to point 'champion' at it"
+    ]
+    assert registry.aliases(sandbox.s3(), sandbox.status["buckets"]["models"], model)["champion"] == 2
 
 
 def test_predict_checks_the_signature(sandbox, model, trained, tmp_path) -> None:

@@ -291,7 +291,7 @@ def test_model_references(ref, expected) -> None:
         ("Fraud", "invalid model name 'Fraud'"),
         ("", "invalid model name ''"),
         ("-x", "invalid model name '-x'"),
-        ("a" * 64, "invalid model name"),
+        ("a" * 65, "invalid model name"),
         ("m:0", "must be a positive whole number"),
         ("m:two", "must be a positive whole number"),
         ("m:1@x", "not both"),
@@ -344,7 +344,8 @@ def test_a_registration_whose_claim_vanished_meanwhile_fails_and_leaves_nothing(
     with pytest.raises(registry.RegistrationInterrupted, match=r"claim.json, model.skops vanished.*nothing"):
         register(s3, "wiped", *small)
     s3.meta.events.unregister("provide-client-params.s3.PutObject", empty_the_store)
-    assert s3.list_objects_v2(Bucket=MODELS, Prefix="models/wiped/")["KeyCount"] == 0
+    left = s3.list_objects_v2(Bucket=MODELS, Prefix="models/wiped/")["Contents"]
+    assert [entry["Key"] for entry in left] == ["models/wiped/model.json"]  # what the name holds, no version
     assert register(s3, "wiped", *small).version == 1
 
 
@@ -359,3 +360,115 @@ def test_a_registration_whose_model_vanished_keeps_its_claim_and_writes_no_docum
     s3.meta.events.unregister("provide-client-params.s3.PutObject", lose_the_model)
     assert registry.version_numbers(s3, MODELS, "lost") == ({1}, set())  # incomplete, never reused
     assert register(s3, "lost", *small).version == 2
+
+
+def predicting(target: str, kind: str) -> dict:
+    return {"inputs": [{"name": "x", "type": "float"}], "target": {"name": target, "type": kind}}
+
+
+def classifier_of(target: str) -> dict:
+    return {"signature": predicting(target, "string")}
+
+
+def regressor_of(target: str) -> dict:
+    return {
+        "metrics": {"r2": 0.5, "rmse": 1.0},
+        "primary_metric": "r2",
+        "signature": predicting(target, "float"),
+    }
+
+
+def test_a_model_name_holds_one_task_and_one_target(s3, small) -> None:
+    first = register(s3, "one", *small, **classifier_of("y"))
+    assert first.task == "classification"
+    registry.check_holds(s3, MODELS, "one", "classification", "y")
+    for other, refused in [
+        (regressor_of("y"), "holds classification of 'y' models, not regression of 'y'"),
+        (classifier_of("z"), "holds classification of 'y' models, not classification of 'z'"),
+    ]:
+        with pytest.raises(RegistryError, match=re.escape(refused) + r".*another name \(--model-name\)"):
+            register(s3, "one", *small, **other)
+        assert registry.version_numbers(s3, MODELS, "one") == ({1}, {1})  # no claim left behind
+    with pytest.raises(RegistryError, match="holds classification of 'y' models, not regression of 'y'"):
+        registry.check_holds(s3, MODELS, "one", "regression", "y")
+    assert register(s3, "one", *small, **classifier_of("y")).version == 2
+    assert [e["action"] for e in registry.audit_log(s3, MODELS, "one")] == ["registered", "registered"]
+    registry.check_holds(s3, MODELS, "nothing-yet", "regression", "y")  # a new name holds anything
+
+
+def test_a_model_registered_before_model_json_is_held_to_its_first_version(s3, small) -> None:
+    """Versions written before `task` and model.json existed: the task is told by the primary metric."""
+    register(s3, "legacy", *small, **regressor_of("price"))
+    s3.delete_object(Bucket=MODELS, Key="models/legacy/model.json")
+    key = "models/legacy/versions/1/version.json"
+    document, _ = read_json(s3, MODELS, key)
+    put_json(s3, MODELS, key, {k: v for k, v in document.items() if k != "task"})
+    assert registry.get_version(s3, MODELS, "legacy", 1).task == "regression"
+    with pytest.raises(RegistryError, match="holds regression of 'price' models, not classification"):
+        registry.check_holds(s3, MODELS, "legacy", "classification", "price")
+    with pytest.raises(RegistryError, match="holds regression of 'price' models, not classification"):
+        register(s3, "legacy", *small, **classifier_of("price"))
+    assert registry.version_numbers(s3, MODELS, "legacy") == ({1}, {1})
+    assert register(s3, "legacy", *small, **regressor_of("price")).version == 2
+
+
+def test_concurrent_first_registrations_of_two_tasks_leave_one_task_and_no_claim() -> None:
+    with threaded_moto_server() as url:
+
+        def client():
+            return boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+
+        client().create_bucket(Bucket=MODELS)
+        source = upload(client(), "runs/shared/model.skops", small_model_bytes())
+
+        def one(worker: int) -> str:
+            kind = classifier_of("y") if worker % 2 else regressor_of("y")
+            try:
+                return register(client(), "contested", *source, **kind).task
+            except RegistryError as error:
+                assert "a model name holds one task and target" in str(error)
+                return "refused"
+
+        with ThreadPoolExecutor(12) as pool:
+            outcomes = list(pool.map(one, range(12)))
+        s3 = client()
+        held = read_json(s3, MODELS, "models/contested/model.json")[0]["task"]
+        assert sorted(outcomes) == sorted(["refused"] * 6 + [held] * 6)
+        claimed, complete = registry.version_numbers(s3, MODELS, "contested")
+        assert claimed == complete == set(range(1, 7))
+        assert {v.task for v in registry.list_versions(s3, MODELS, "contested")} == {held}
+
+
+def test_an_alias_never_points_at_a_rejected_version(s3, small) -> None:
+    register(s3, "rej", *small)
+    register(s3, "rej", *small)
+    registry.set_alias(s3, MODELS, "rej", "champion", 2, actor=ACTOR, reason="first")
+    registry.set_approval(s3, MODELS, "rej", 1, "Rejected", actor="bob", reason="drifted")
+    with pytest.raises(
+        registry.RejectedVersionError,
+        match=re.escape("rej:1 is Rejected (drifted, by bob): approve it first (`mltp models approve rej:1"),
+    ):
+        registry.set_alias(s3, MODELS, "rej", "champion", 1, actor=ACTOR, reason="back", expected_version=2)
+    with pytest.raises(registry.RejectedVersionError, match="to point 'staging' at it"):
+        registry.set_alias(s3, MODELS, "rej", "staging", 1, actor=ACTOR, reason="new")
+    assert registry.aliases(s3, MODELS, "rej") == {"champion": 2}
+    assert registry.promotion(
+        {"primary_metric": "accuracy", "metrics": {"accuracy": 0.99}}, {"version": 2, "metrics": {}}
+    ) == (True, "accuracy 0.99 beats champion v2 (n/a)")
+    registry.set_approval(s3, MODELS, "rej", 1, "Approved", actor="bob", reason="retrained data checked")
+    assert registry.set_alias(s3, MODELS, "rej", "champion", 1, actor=ACTOR, reason="back") == 2
+
+
+def test_the_longest_dataset_name_makes_a_valid_model_name() -> None:
+    """A dataset name may be 64 characters with '_': training it without --model-name must not fail on a
+    name the user never gave, nor anything named after the model (S3 keys, artifact keys)."""
+    from prefect.types.names import LOWERCASE_LETTERS_NUMBERS_AND_DASHES_ONLY_REGEX as ARTIFACT_KEY
+
+    from mltp.dataset_catalog import validate_name
+
+    dataset = validate_name("a_" + "b" * 62)
+    name = registry.validate_model_name(registry.model_name_for(dataset))
+    assert len(name) == 64 and re.fullmatch(ARTIFACT_KEY, f"model-{name}")
+    assert registry.parse_model_ref(f"{name}@champion") == (name, None, "champion")
+    with pytest.raises(RegistryError, match="use 1-64 lowercase letters"):
+        registry.validate_model_name(name + "c")

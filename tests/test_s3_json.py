@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from mltp.s3_json import lost_race, put_json, read_json
+from mltp.s3_json import finite, lost_race, put_json, read_json, strict_dumps
 
 
 @pytest.fixture
@@ -51,3 +53,25 @@ def test_a_retried_write_that_finds_its_own_bytes_succeeded(s3) -> None:
         put_json(s3, "docs-bucket", "a.json", {"n": 1, "owner": "someone else"}, create=True)
     assert lost_race(caught.value)
     assert read_json(s3, "docs-bucket", "a.json")[0] == {"n": 2}
+
+
+def strict(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_stored_as_null(s3) -> None:
+    document = {"roc_auc": float("nan"), "columns": [{"max": float("inf"), "min": -float("inf")}], "n": 2.5}
+    put_json(s3, "docs-bucket", "a.json", document, create=True)
+    stored = strict(s3.get_object(Bucket="docs-bucket", Key="a.json")["Body"].read())
+    assert stored == {"roc_auc": None, "columns": [{"max": None, "min": None}], "n": 2.5}
+    assert read_json(s3, "docs-bucket", "a.json")[0] == stored
+
+
+def test_strict_dumps_refuses_what_it_cannot_make_finite() -> None:
+    nested = ({"a": [float("nan"), (1.0, float("-inf"))]}, "x", 3)
+    assert finite(nested) == [{"a": [None, [1.0, None]]}, "x", 3]
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        strict_dumps({"a": object()}, default=lambda _: float("nan"))

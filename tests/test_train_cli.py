@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -141,10 +142,10 @@ def test_train_locally_end_to_end(sandbox, ingested, dataset, arguments, metric_
         (["--algorithm", "random_forest", "--param", "n_estimators=-1"], "Got -1 instead"),
         (["--algorithm", "random_forest", "--param", "max_depth=deep"], "Got 'deep' instead"),
         (["--algorithm", "ridge"], "does only regression, but the task is classification"),
-        (["--algorithm", "knn", "--task", "regression", "--target", "target"], None),
+        (["--algorithm", "knn", "--task", "regression", "--target", "target", "--no-register"], None),
         (["--algorithm", "knn", "--compute", "gpu"], "--compute 'gpu': use auto, lambda, ec2, local"),
         (["--algorithm", "random_forest", "--grid", "n_estimators="], "Got '' instead"),
-        (["--algorithm", "knn", "--metric", "r2"], "do not apply to classification"),
+        (["--algorithm", "knn", "--metric", "r2"], "'r2' is a regression metric"),
     ],
 )
 def test_bad_training_input_is_refused_before_launch(sandbox, ingested, arguments, message) -> None:
@@ -168,3 +169,49 @@ def test_regression_on_a_text_target_is_refused(sandbox, tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "regression target 'kind' is not numeric" in result.stderr
+
+
+def test_a_model_name_holding_the_other_task_is_refused_before_launch(sandbox, ingested) -> None:
+    """A name holding a regression model, then classification training told to register (and promote)
+    under it: one line, exit 2, before anything runs; nothing registered."""
+    import skops.io as sio
+    from sklearn.linear_model import Ridge
+
+    from mltp import registry
+
+    s3, bucket = sandbox.s3(), sandbox.status["buckets"]["models"]
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    data = sio.dumps(Ridge().fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0]))
+    s3.put_object(Bucket=bucket, Key=f"tests/{name}/model.skops", Body=data)
+    registry.register_version(
+        s3,
+        bucket,
+        name,
+        model_uri=f"s3://{bucket}/tests/{name}/model.skops",
+        sha256=hashlib.sha256(data).hexdigest(),
+        metrics={"r2": 0.5, "rmse": 1.0, "mae": 1.0},
+        primary_metric="r2",
+        signature={"inputs": [{"name": "x", "type": "float"}], "target": {"name": "target", "type": "float"}},
+        lineage={},
+        actor="test:train-cli",
+    )
+    before = runs_in(sandbox)
+    result = run_mltp(
+        "train",
+        "--dataset",
+        ingested["load_breast_cancer"],
+        "--algorithm",
+        "knn",
+        "--compute",
+        "local",
+        "--model-name",
+        name,
+        "--promote",
+        env=sandbox.env,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"model '{name}' holds regression of 'target' models, not classification of 'target'" in lines[0]
+    assert runs_in(sandbox) == before
+    assert registry.version_numbers(s3, bucket, name) == ({1}, {1})

@@ -68,7 +68,9 @@ def show(
         f"aliases: {', '.join(a for a, v in pointers.items() if v == found.version) or '-'}"
     )
     console.print(f"  {found.model_uri}\n  sha256 {found.sha256}")
-    console.print(f"  metrics ({found.primary_metric} decides): {found.metrics}")
+    console.print(f"  {found.task} of target {registry.target_of(found.signature) or '-'}")
+    metrics = ", ".join(f"{metric}={registry.shown_metric(value)}" for metric, value in found.metrics.items())
+    console.print(f"  metrics ({found.primary_metric} decides): {metrics or '-'}")
     inputs = ", ".join(f"{i['name']}:{i['type']}" for i in found.signature.get("inputs", []))
     console.print(f"  inputs: {inputs or '-'}")
     for event in history:

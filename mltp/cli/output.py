@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
 from rich.console import Console
 
+from mltp.s3_json import strict_dumps
+
 console = Console(highlight=False, soft_wrap=True)
 
 
 def emit_json(payload: Any) -> None:
-    print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    print(strict_dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def quiet_prefect_console() -> None:

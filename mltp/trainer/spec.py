@@ -80,8 +80,11 @@ def default_primary_metric(task: str) -> str:
     return "accuracy" if task == "classification" else "r2"
 
 
-def better(metric: str, candidate: float, incumbent: float | None) -> bool:
-    """Whether `candidate` beats `incumbent` on `metric` (a NaN never wins; anything beats nothing)."""
+def better(metric: str, candidate: float | None, incumbent: float | None) -> bool:
+    """Whether `candidate` beats `incumbent` on `metric`: a value not measured (NaN, or null read back from
+    JSON) never wins; anything measured beats nothing."""
+    if candidate is None or math.isnan(candidate):
+        return False
     if incumbent is None or math.isnan(incumbent):
-        return not math.isnan(candidate)
+        return True
     return candidate < incumbent if metric in LOWER_IS_BETTER else candidate > incumbent
