@@ -1,73 +1,165 @@
-"""Batch prediction with a registered model: the input checked against the model's signature, converted
-to the representation it was trained on, and the predictions (and class probabilities) added."""
+"""Batch prediction with a registered model. The input is read as ingest reads a dataset (CSV with its
+dialect sniffed, gzip, Parquet; the same cells null), checked against the model's signature and converted
+as the trainer converts its data; the output repeats the input's cells and adds `prediction` and, for
+classifiers, `probability_<class>`."""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
+from mltp.dataset_catalog import FileFormat, column_list, detect_format
+from mltp.dataset_formats import (
+    CSV_BLOCK_BYTES,
+    LONG_ROW_BLOCK_BYTES,
+    RowTooLongError,
+    csv_batches,
+    csv_read_options,
+    open_csv_stream,
+    parquet_batches,
+)
 from mltp.errors import DatasetError
+from mltp.model_inputs import as_model_inputs
 
-_BOOLEANS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}
+# The types a model's input columns are converted to, tried in order: the casts ingest's profile inferred
+# them with. Integers become floats too: the model computes in floats, and 1.5 is a number to it.
+_CASTS = {
+    "integer": (pa.float64(),),
+    "float": (pa.float64(),),
+    "boolean": (pa.bool_(),),
+    "datetime": (pa.timestamp("us"), pa.timestamp("us", tz="UTC")),  # without a zone, or with one
+}
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError)
 
 
-def read_input(path: Path) -> pd.DataFrame:
-    """Every cell as the text it is, so the output repeats the input exactly."""
+@dataclass(frozen=True)
+class PredictionInput:
+    label: str
+    values: pa.Table  # null wherever ingest reads null: a CSV's cells as text, Parquet's as typed
+    cells: pd.DataFrame  # what the output repeats: a CSV's cells as written (its nulls spelled as given)
+    first_row: int  # the number messages give the first data row (a CSV's header is row 1)
+
+
+def read_input(path: Path) -> PredictionInput:
+    label = str(path)
     if not path.is_file():
-        raise DatasetError(f"{path} is not a file: pass the CSV to predict for", source=str(path))
+        raise DatasetError(f"{path} is not a file: pass the CSV to predict for", source=label)
+    file_format = detect_format(path.name)
+    if file_format.kind == "parquet":
+        _, batches = parquet_batches(str(path), label)
+        values = _table(list(batches), label)
+        return PredictionInput(label, values, values.to_pandas(types_mapper=pd.ArrowDtype), first_row=1)
+    data = path.read_bytes()  # both readings below parse the same bytes
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path} is not a readable CSV: {error}", source=str(path)) from error
-    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the surplus first fields an index
-        raise DatasetError(f"{path}: a data row has more fields than the header", source=str(path))
-    if frame.empty:
-        raise DatasetError(f"{path} has no data rows", source=str(path))
-    return frame
+        return _read_csv(data, file_format, label, CSV_BLOCK_BYTES)
+    except RowTooLongError:
+        return _read_csv(data, file_format, label, LONG_ROW_BLOCK_BYTES)
 
 
-def features(frame: pd.DataFrame, signature: dict, label: str) -> tuple[pd.DataFrame, list[str]]:
-    """The model's input columns in the representation it was trained on, and the ignored columns."""
-    wanted = [column["name"] for column in signature["inputs"]]
-    missing = [name for name in wanted if name not in frame.columns]
-    if missing:
-        raise DatasetError(f"{label} lacks columns the model needs: {', '.join(missing)}", source=label)
-    converted = {
-        column["name"]: _convert(frame[column["name"]], column, label) for column in signature["inputs"]
-    }
-    return pd.DataFrame(converted, index=frame.index), [c for c in frame.columns if c not in wanted]
+def _read_csv(data: bytes, file_format: FileFormat, label: str, block_bytes: int) -> PredictionInput:
+    dialect, stream = open_csv_stream(io.BytesIO(data), file_format, label, block_bytes)
+    values = _table(list(csv_batches(stream, dialect, label)), label)
+    # Read again with no cell null, for the output: the first reading refused whatever does not parse.
+    dialect, stream = open_csv_stream(io.BytesIO(data), file_format, label, block_bytes)
+    text = pa_csv.read_csv(
+        stream,
+        csv_read_options(dialect.names, dialect.block_bytes),
+        pa_csv.ParseOptions(delimiter=dialect.delimiter, newlines_in_values=True),
+        pa_csv.ConvertOptions(column_types=dict.fromkeys(dialect.names, pa.string())),
+    )
+    return PredictionInput(label, values, text.to_pandas(), first_row=2)
 
 
-def _convert(values: pd.Series, column: dict, label: str) -> pd.Series:
-    blank = values.str.strip() == ""
-    if column["type"] in ("integer", "float"):
-        converted = pd.to_numeric(values.where(~blank), errors="coerce").astype("float64")
-    elif column["type"] == "boolean":
-        converted = values.str.strip().str.lower().map(_BOOLEANS)
-    else:  # strings, and dates, which the model's own date step parses
-        return values.astype(object).where(~blank, np.nan)
-    bad = converted.isna() & ~blank
-    if bad.any():
+def _table(batches: list[pa.RecordBatch], label: str) -> pa.Table:
+    if not any(batch.num_rows for batch in batches):
+        raise DatasetError(f"{label} has no data rows: add the rows to predict for", source=label)
+    return pa.Table.from_batches(batches)
+
+
+def _added_columns(signature: dict) -> list[str]:
+    """The columns the output adds to the input's."""
+    return ["prediction", *(f"probability_{name}" for name in signature.get("classes", []))]
+
+
+def model_inputs(data: PredictionInput, signature: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The model's input columns as the trainer fits on them, and the input's columns the model ignores.
+    Needs only the signature: every fault of the input is found before the model is loaded."""
+    names = data.values.column_names
+    taken = [name for name in _added_columns(signature) if name in names]
+    if taken:
         raise DatasetError(
-            f"{label}: column {column['name']!r} must be {column['type']}, but row {bad.idxmax() + 2} "
-            f"has {values[bad.idxmax()]!r}",
-            source=label,
+            f"{data.label} has column(s) the output adds: {column_list(taken)}: rename or drop them",
+            source=data.label,
+        )
+    wanted = [column["name"] for column in signature["inputs"]]
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise DatasetError(
+            f"{data.label} lacks columns the model needs: {column_list(missing)}", source=data.label
+        )
+    converted = pa.table({column["name"]: _convert(data, column) for column in signature["inputs"]})
+    types = {column["name"]: column["type"] for column in signature["inputs"]}
+    return as_model_inputs(converted.to_pandas(), types), [name for name in names if name not in wanted]
+
+
+def _convert(data: PredictionInput, column: dict) -> pa.ChunkedArray:
+    name, kind = column["name"], column["type"]
+    values = data.values[name]
+    if kind not in _CASTS:  # text
+        return pc.cast(values, pa.string())
+    number = kind in ("integer", "float")
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    # The trainer's CSV reader allows blanks around a number.
+    source = pc.utf8_trim_whitespace(values) if number and text else values
+    for target in _CASTS[kind]:
+        try:
+            converted = pc.cast(source, target)
+            break
+        except _CAST_ERRORS:
+            continue
+    else:
+        row = _first_refused(source, _CASTS[kind][0])
+        raise DatasetError(
+            f"{data.label}: column {name!r} must be {kind}, but row {data.first_row + row} has "
+            f"{values[row].as_py()!r}",
+            source=data.label,
+        )
+    row = pc.index(pc.is_inf(converted), True).as_py() if number else -1
+    if row >= 0:  # `inf`, `-inf`, and numbers past the float range such as 1e309
+        raise DatasetError(
+            f"{data.label}: column {name!r} has an infinite number in row {data.first_row + row} "
+            f"({values[row].as_py()!r}): write a finite number, or leave the cell empty if it is unknown",
+            source=data.label,
         )
     return converted
 
 
-def predict_frame(
-    model: Any, signature: dict, frame: pd.DataFrame, label: str
-) -> tuple[pd.DataFrame, list[str]]:
-    """The input (cells as text) plus `prediction` and, for classifiers, `probability_<class>` columns;
-    and the input columns the model ignores."""
-    X, ignored = features(frame, signature, label)
-    result = frame.assign(prediction=model.predict(X))
+def _first_refused(values: pa.ChunkedArray, target: pa.DataType) -> int:
+    """The position of the first value the cast refuses, by halving: about two casts' work in all."""
+    low, high = 0, len(values)  # the first refused value is in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            pc.cast(values.slice(low, middle - low), target)
+        except _CAST_ERRORS:
+            high = middle
+        else:
+            low = middle
+    return low
+
+
+def predict_frame(model: Any, features: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """`cells` plus `prediction` and, for classifiers, `probability_<class>` columns."""
+    result = cells.assign(prediction=model.predict(features))
     if hasattr(model, "predict_proba"):
-        probabilities = model.predict_proba(X)
+        probabilities = model.predict_proba(features)
         for index, value in enumerate(model.classes_):
             result[f"probability_{value}"] = probabilities[:, index]
-    return result, ignored
+    return result

@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from mltp import datasets
 from mltp.aws import ClientFactory
 from mltp.dataset_catalog import split_s3_uri
+from mltp.model_inputs import as_model_inputs
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
@@ -71,12 +72,7 @@ def load_training_data(clients: ClientFactory, spec: JobSpec) -> tuple[dict, pd.
     y = frame.pop(spec.target)
     check_target(y, spec.task, spec.target)
     types = {column["name"]: column["type"] for column in manifest["columns"]}
-    for column in frame.columns:  # the representations scikit-learn's imputers and encoders expect
-        if types[column] == "boolean":
-            frame[column] = frame[column].map({True: 1.0, False: 0.0}).astype("float64")
-        elif types[column] == "string":
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
-    return manifest, frame, y, int(missing.sum())
+    return manifest, as_model_inputs(frame, types), y, int(missing.sum())
 
 
 def check_target(y: pd.Series, task: str, name: str) -> None:
