@@ -10,12 +10,16 @@ Rules, in order:
 3. ...but only if the estimated memory, runtime and data size fit the function with a safety margin.
 4. On EC2: the cheapest allowed instance type whose memory fits the estimate with the margin; a grid
    of several candidates is split over up to `max_instances` instances.
+
+The runtime estimate adds up the work each candidate's own hyperparameters ask for (trees, boosting
+rounds, held-out rows x training rows for kNN, iterations) over every fit, and the saving of the biggest
+model, calibrated against measured runs; the plan's reasons name the hyperparameters behind it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from mltp.aws_types import instance_type_allowed
@@ -55,6 +59,49 @@ class PlannerSettings:
     max_instances: int = 4
 
 
+# The runtime model, calibrated on a 2-core machine (benchmarks/planner_calibration.py, and the measured
+# runs in tests/test_planning.py): seconds of one of its cores.
+TRAIN_SHARE, TEST_SHARE = 0.8, 0.2  # the default holdout; k folds train on (k-1)/k rows, close enough
+PER_FIT_S = 0.015  # building the pipeline, scaling, the metrics
+TREE_S = 0.85e-3  # a random forest's tree on a few rows
+TREE_CELL_S = 4.1e-9  # per row x candidate feature x level x log2(rows), sorting at every node
+TREE_PREDICT_S, TREE_PREDICT_ROW_S = 9e-5, 2e-7
+BOOSTED_LEAF_S = 3.5e-5  # a boosting round's tree, per leaf
+BOOSTED_CELL_S = 7e-9  # per row x feature of a boosting round's histograms
+BOOSTED_PREDICT_ROW_S = 9e-7  # per row and tree, both predictions for the metrics
+NEIGHBOUR_CELL_S = 2.8e-10  # per test row x training row x feature, both predictions for the metrics
+NEIGHBOUR_ROW_S = 8e-5
+LINEAR_CELL_S = {"logistic_regression": 1.4e-9, "linear_svm": 2.3e-10, "ridge": 1e-7}
+FOREST_SAVE_S, BOOSTED_SAVE_S = 1.2e-3, 0.4e-3  # skops, per tree, and more per tree the more there are
+SAVED_TREES_DOUBLING = 2000
+
+
+@dataclass(frozen=True)
+class Work:
+    """Seconds of one core: `serial` uses one core whatever the machine has, `parallel` uses them all."""
+
+    serial: float = 0.0
+    parallel: float = 0.0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.serial + other.serial, self.parallel + other.parallel)
+
+    def __mul__(self, factor: float) -> Work:
+        return Work(self.serial * factor, self.parallel * factor)
+
+    def seconds(self, vcpus: float) -> float:
+        return self.serial / min(vcpus, 1.0) + self.parallel / vcpus
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One candidate's work: each fit with its scoring, and saving the model if it is the best."""
+
+    fit: Work
+    save: Work
+    drivers: str  # the hyperparameters that make it big, as the user wrote them or their defaults
+
+
 @dataclass(frozen=True)
 class Workload:
     """The size of the job, derived from the manifest and the grid."""
@@ -63,10 +110,10 @@ class Workload:
     bytes: int
     columns: int
     features: int
-    candidates: int
-    fits_per_candidate: int  # 1 for a holdout, folds + 1 for k-fold (the refit on all rows)
     algorithm: str
-    ensemble_size: int
+    candidates: tuple[dict[str, Any], ...]  # each one's own hyperparameters
+    folds: int | None = None
+    classes: int = 2  # the target's classes; 1 for a regression
 
     @classmethod
     def of(
@@ -76,13 +123,11 @@ class Workload:
         candidates: list[dict[str, Any]],
         folds: int | None = None,
     ):
-        growth = get_algorithm(algorithm).growth_param
-        sizes = [params.get(growth, 100) for params in candidates] if growth else [1]
-        features = 0
+        features, classes = 0, 1
         for column in manifest["columns"]:
             if column["name"] == manifest.get("target"):
-                continue
-            if column["type"] == "string":
+                classes = _classes(column)
+            elif column["type"] == "string":
                 features += min(column["distinct"], 50)
             elif column["type"] == "datetime":
                 features += 5
@@ -93,28 +138,137 @@ class Workload:
             bytes=manifest["bytes"],
             columns=len(manifest["columns"]),
             features=max(features, 1),
-            candidates=len(candidates),
-            fits_per_candidate=(folds + 1) if folds else 1,
             algorithm=algorithm,
-            ensemble_size=max(sizes),
+            candidates=tuple(candidates),
+            folds=folds,
+            classes=classes,
         )
+
+    @property
+    def fits_per_candidate(self) -> int:
+        return (self.folds + 1) if self.folds else 1  # k-fold refits the best on all rows
 
     def memory_mb(self) -> int:
         frame = self.rows * self.columns * 8 * 3  # the table, the frame, a training copy
         matrix = self.rows * self.features * 8 * 2  # transformed features, train and test views
         model = 0
         if self.algorithm == "random_forest":
-            model = self.rows * self.ensemble_size * 6  # about one node per row per tree, 6 bytes a node
+            trees = max(params.get("n_estimators", 100) for params in self.candidates)
+            model = self.rows * trees * 6  # about one node per row per tree, 6 bytes a node
         elif self.algorithm == "knn":
             model = self.rows * self.features * 8
         return PROCESS_BASE_MB + math.ceil((frame + matrix + model) / 2**20)
 
-    def cpu_seconds(self) -> float:
-        algorithm = get_algorithm(self.algorithm)
-        per_fit = self.rows * self.features * algorithm.cost_per_cell * 2e-7
-        if algorithm.growth_param:
-            per_fit *= self.ensemble_size / 100
-        return 2.0 + self.bytes / 50e6 + per_fit * self.candidates * self.fits_per_candidate
+    def costs(self) -> list[Cost]:
+        get_algorithm(self.algorithm)  # an unknown name fails with the list of known ones
+        return [_COST_OF[self.algorithm](self, params) for params in self.candidates]
+
+    def work(self) -> Work:
+        """Fitting, scoring and saving: each candidate with its own hyperparameters, every fit, and the
+        biggest model saved once."""
+        costs = self.costs()
+        fits = sum((cost.fit for cost in costs), Work()) * self.fits_per_candidate
+        return fits + max((cost.save for cost in costs), key=lambda save: save.serial + save.parallel)
+
+    def seconds(self, vcpus: float, shards: int = 1) -> float:
+        """Wall seconds on `vcpus` cores like the calibration machine's, the grid split round-robin over
+        `shards` machines (as mltp.runs.split_candidates does): the slowest shard's."""
+        overhead = 2.0 + self.bytes / 50e6  # the process, imports and reading the data
+        slowest = max(
+            replace(self, candidates=self.candidates[shard::shards]).work().seconds(vcpus)
+            for shard in range(min(shards, len(self.candidates)))
+        )
+        return overhead + slowest
+
+    def explain(self, vcpus: float) -> str:
+        """What the work is, naming the hyperparameters of the biggest candidate."""
+        costs = self.costs()
+        biggest = max(costs, key=lambda cost: cost.fit.seconds(vcpus))
+        what = f"{self.algorithm} with {biggest.drivers}" if biggest.drivers else self.algorithm
+        if len(costs) > 1:
+            what += f" (the biggest of {len(costs)} candidates)"
+        if self.folds:
+            what += f", {self.fits_per_candidate} fits each ({self.folds} folds and the refit)"
+        return f"{what}: about {math.ceil(self.work().seconds(vcpus)):,} s of fitting, scoring and saving"
+
+
+def _classes(target: dict[str, Any]) -> int:
+    """As mltp.dataset_catalog.task_hint decides the task (not imported: it brings boto3)."""
+    if target["type"] == "float" or (
+        target["type"] == "integer" and not (target.get("distinct_exact") and target["distinct"] <= 50)
+    ):
+        return 1
+    return max(target["distinct"], 2)
+
+
+def _saving(trees: int, per_tree_s: float) -> Work:
+    return Work(serial=trees * per_tree_s * (1 + trees / SAVED_TREES_DOUBLING))
+
+
+def _forest(job: Workload, params: dict[str, Any]) -> Cost:
+    trees = params.get("n_estimators", 100)
+    rows = max(job.rows * TRAIN_SHARE, 2)
+    levels = min(params.get("max_depth") or math.inf, math.log2(rows))
+    per_tree = TREE_S + TREE_CELL_S * rows * _split_features(job, params) * levels * math.log2(rows)
+    per_tree += TREE_PREDICT_S + TREE_PREDICT_ROW_S * job.rows * TEST_SHARE
+    n_jobs = params.get("n_jobs") or 1
+    fit = Work(parallel=trees * per_tree) if n_jobs == -1 or n_jobs > 1 else Work(serial=trees * per_tree)
+    depth = f", max_depth={params['max_depth']}" if params.get("max_depth") else ""
+    return Cost(fit + Work(serial=PER_FIT_S), _saving(trees, FOREST_SAVE_S), f"n_estimators={trees}{depth}")
+
+
+def _split_features(job: Workload, params: dict[str, Any]) -> float:
+    """The features a forest's split looks at: scikit-learn's max_features."""
+    chosen = params.get("max_features", "sqrt" if job.classes > 1 else 1.0)
+    if chosen == "sqrt":
+        return max(int(math.sqrt(job.features)), 1)
+    if chosen == "log2":
+        return max(int(math.log2(job.features)), 1)
+    if isinstance(chosen, float):
+        return max(job.features * chosen, 1)
+    return min(chosen or job.features, job.features)
+
+
+def _boosting(job: Workload, params: dict[str, Any]) -> Cost:
+    rounds = params.get("max_iter", 100)
+    trees = rounds * (job.classes if job.classes > 2 else 1)
+    rows = job.rows * TRAIN_SHARE
+    leaves = min(params.get("max_leaf_nodes", 31) or rows, rows / params.get("min_samples_leaf", 20))
+    per_tree = BOOSTED_LEAF_S * max(leaves, 2) + BOOSTED_CELL_S * rows * job.features
+    per_tree += BOOSTED_PREDICT_ROW_S * job.rows * TEST_SHARE
+    early = params.get("early_stopping", "auto")
+    stops = early is True or (early == "auto" and job.rows > 10_000)
+    drivers = f"max_iter={rounds}" + (" (early stopping may end sooner)" if stops else "")
+    return Cost(Work(serial=PER_FIT_S, parallel=trees * per_tree), _saving(trees, BOOSTED_SAVE_S), drivers)
+
+
+def _neighbours(job: Workload, params: dict[str, Any]) -> Cost:
+    """Fitting stores the rows; scoring compares every held-out row with every training row."""
+    neighbours = params.get("n_neighbors", 5)
+    test, train = job.rows * TEST_SHARE, job.rows * TRAIN_SHARE
+    scoring = test * (train * job.features * NEIGHBOUR_CELL_S + NEIGHBOUR_ROW_S) * (1 + neighbours / 100)
+    drivers = f"n_neighbors={neighbours}, scoring {test:,.0f} rows against {train:,.0f}"
+    return Cost(Work(serial=PER_FIT_S, parallel=scoring), Work(), drivers)
+
+
+def _linear(job: Workload, params: dict[str, Any]) -> Cost:
+    default_iterations = {"logistic_regression": 100, "linear_svm": 1000}.get(job.algorithm)
+    cells = job.rows * TRAIN_SHARE * job.features * (job.classes if job.classes > 2 else 1)
+    if default_iterations is None:
+        return Cost(Work(serial=PER_FIT_S + cells * LINEAR_CELL_S[job.algorithm]), Work(), "")
+    iterations = params.get("max_iter", default_iterations)
+    fit = cells * LINEAR_CELL_S[job.algorithm] * iterations
+    return Cost(Work(serial=PER_FIT_S + fit), Work(), f"max_iter={iterations}")
+
+
+_COST_OF = {
+    "random_forest": _forest,
+    "hist_gradient_boosting": _boosting,
+    "knn": _neighbours,
+    "logistic_regression": _linear,
+    "linear_svm": _linear,
+    "ridge": _linear,
+}
 
 
 @dataclass
@@ -138,10 +292,9 @@ def plan_compute(
 ) -> ComputePlan:
     memory = workload.memory_mb()
     if forced == "local":
-        runtime = workload.cpu_seconds() / LOCAL_VCPUS
-        return ComputePlan(
-            "local", None, memory, 1, memory, math.ceil(runtime), 0.0, ["compute=local was requested"]
-        )
+        runtime = workload.seconds(LOCAL_VCPUS)
+        reasons = ["compute=local was requested", workload.explain(LOCAL_VCPUS)]
+        return ComputePlan("local", None, memory, 1, memory, math.ceil(runtime), 0.0, reasons)
     lambda_problems = _lambda_problems(workload, settings, memory)
     if forced == "lambda":
         if lambda_problems:
@@ -164,9 +317,12 @@ def plan_compute(
     return _lambda_plan(workload, settings, memory, reasons)
 
 
+def _lambda_vcpus(settings: PlannerSettings) -> float:
+    return min(max(settings.lambda_memory_mb / LAMBDA_MB_PER_VCPU, 0.1), 6)
+
+
 def _lambda_runtime(workload: Workload, settings: PlannerSettings) -> float:
-    vcpus = max(settings.lambda_memory_mb / LAMBDA_MB_PER_VCPU, 0.1)
-    return workload.cpu_seconds() / min(vcpus, 6) + 5  # + a cold start
+    return workload.seconds(_lambda_vcpus(settings)) + 5  # + a cold start
 
 
 def _lambda_problems(workload: Workload, settings: PlannerSettings, memory: int) -> list[str]:
@@ -182,7 +338,7 @@ def _lambda_problems(workload: Workload, settings: PlannerSettings, memory: int)
     if runtime > MARGIN * timeout:
         problems.append(
             f"estimated runtime {runtime:,.0f} s exceeds {MARGIN:.0%} of the function's {timeout} s timeout "
-            f"(Lambda's limit is {LAMBDA_MAX_TIMEOUT_S} s)"
+            f"(Lambda's limit is {LAMBDA_MAX_TIMEOUT_S} s); {workload.explain(_lambda_vcpus(settings))}"
         )
     needed_mb = workload.bytes / 2**20
     if needed_mb > MARGIN * settings.lambda_ephemeral_mb:
@@ -202,6 +358,7 @@ def _lambda_plan(
         f"fits Lambda: about {memory:,} MB of the function's {settings.lambda_memory_mb:,} MB and "
         f"{math.ceil(runtime):,} s of its {settings.lambda_timeout_s} s timeout"
     )
+    reasons.append(workload.explain(_lambda_vcpus(settings)))
     return ComputePlan(
         "lambda",
         None,
@@ -227,8 +384,8 @@ def _ec2_plan(workload: Workload, settings: PlannerSettings, memory: int, reason
             f"{memory:,} MB: allow bigger types in EC2_ALLOWED_INSTANCE_TYPES"
         )
     chosen: InstanceType = min(fitting, key=lambda kind: (kind.usd_per_hour, -kind.vcpus))
-    instances = max(1, min(settings.max_instances, workload.candidates))
-    runtime = workload.cpu_seconds() / chosen.vcpus / instances + EC2_BOOT_SECONDS
+    instances = max(1, min(settings.max_instances, len(workload.candidates)))
+    runtime = workload.seconds(chosen.vcpus, instances) + EC2_BOOT_SECONDS
     billed = max(runtime, EC2_MIN_BILLED_SECONDS)
     cost = chosen.usd_per_hour * billed / 3600 * instances
     reasons.append(
@@ -237,9 +394,10 @@ def _ec2_plan(workload: Workload, settings: PlannerSettings, memory: int, reason
     )
     if instances > 1:
         reasons.append(
-            f"the grid's {workload.candidates} candidates are split over {instances} instances "
+            f"the grid's {len(workload.candidates)} candidates are split over {instances} instances "
             f"(max_instances={settings.max_instances})"
         )
+    reasons.append(workload.explain(chosen.vcpus))
     return ComputePlan(
         "ec2",
         chosen.name,

@@ -26,8 +26,6 @@ class Algorithm:
     growth_param: str | None = None
     # Trees split on missing values natively: imputing first only costs time and loses information.
     handles_missing: bool = False
-    # Relative fit cost per row and feature, used by the planner's runtime estimate.
-    cost_per_cell: float = 1.0
 
     def estimator_class(self, task: str) -> type[BaseEstimator]:
         found = self.classifier if task == "classification" else self.regressor
@@ -44,10 +42,8 @@ class Algorithm:
 ALGORITHMS = {
     a.name: a
     for a in (
-        Algorithm(
-            "logistic_regression", "sklearn.linear_model.LogisticRegression", None, True, cost_per_cell=2.0
-        ),
-        Algorithm("ridge", None, "sklearn.linear_model.Ridge", True, cost_per_cell=0.5),
+        Algorithm("logistic_regression", "sklearn.linear_model.LogisticRegression", None, True),
+        Algorithm("ridge", None, "sklearn.linear_model.Ridge", True),
         Algorithm(
             "random_forest",
             "sklearn.ensemble.RandomForestClassifier",
@@ -55,7 +51,6 @@ ALGORITHMS = {
             False,
             "n_estimators",
             handles_missing=True,
-            cost_per_cell=40.0,
         ),
         Algorithm(
             "hist_gradient_boosting",
@@ -63,15 +58,13 @@ ALGORITHMS = {
             "sklearn.ensemble.HistGradientBoostingRegressor",
             False,
             handles_missing=True,
-            cost_per_cell=8.0,
         ),
-        Algorithm("linear_svm", "sklearn.svm.LinearSVC", "sklearn.svm.LinearSVR", True, cost_per_cell=2.0),
+        Algorithm("linear_svm", "sklearn.svm.LinearSVC", "sklearn.svm.LinearSVR", True),
         Algorithm(
             "knn",
             "sklearn.neighbors.KNeighborsClassifier",
             "sklearn.neighbors.KNeighborsRegressor",
             True,
-            cost_per_cell=20.0,
         ),
     )
 }
