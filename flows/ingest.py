@@ -34,9 +34,18 @@ def ingest_dataset(
     auto_train: Annotated[
         bool, Field(description="Ask the train-on-new-dataset deployment to train the new version")
     ] = False,
+    reuse_with_other_target: Annotated[
+        bool,
+        Field(
+            description="Reuse the version holding the same bytes though it was ingested with another "
+            "target (the caller trains with its own); otherwise that is refused"
+        ),
+    ] = False,
 ) -> dict[str, Any]:
     """Stream a CSV or Parquet file into the data bucket as a new, profiled dataset version."""
-    manifest = ingest_to_s3(source, name, target, max_size_mb, load_block(S3Bucket, bucket_block))
+    bucket = load_block(S3Bucket, bucket_block)
+    other_target = "reuse" if reuse_with_other_target else "refuse"
+    manifest = ingest_to_s3(source, name, target, max_size_mb, bucket, other_target)
     publish_profile(manifest)
     if manifest["created"]:  # the same bytes again change nothing, and announce nothing
         announce_dataset(manifest, auto_train)

@@ -34,6 +34,7 @@ from flows.parameters import (
 from flows.train import train_model
 from mltp.dataset_catalog import DEFAULT_MAX_MB
 from mltp.monitor import MonitorSettings
+from mltp.registry import validate_model_name
 
 
 @flow(name="ingest-and-train")
@@ -64,7 +65,11 @@ def ingest_and_train(
     promote: Promote = False,
 ) -> dict[str, Any]:
     """Ingest a dataset file (or reuse the version holding the same bytes), then train and register."""
-    manifest = ingest_dataset(source=source, name=dataset_name, target=target, max_size_mb=max_size_mb)
+    if model_name:  # a typo in it is refused before the file is read, not after it is ingested
+        validate_model_name(model_name)
+    manifest = ingest_dataset(  # the bytes may be a version of another target: training uses this one
+        source=source, name=dataset_name, target=target, max_size_mb=max_size_mb, reuse_with_other_target=True
+    )
     report = train_model(
         dataset=manifest["name"],
         dataset_version=manifest["version"],

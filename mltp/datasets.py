@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -233,14 +233,24 @@ def ingest(
     target: str | None = None,
     max_bytes: int = DEFAULT_MAX_MB * 1024 * 1024,
     on_progress: ProgressCallback | None = None,
+    other_target: Literal["refuse", "reuse"] = "refuse",
 ) -> IngestResult:
     """Stream `source` into the data bucket, hashing and profiling it in the same read.
 
     Every failure, whether bad input or a broken upload, leaves nothing behind: no object, no open
     multipart upload, no manifest. A CSV with a row too long for the parser's blocks is read again with
     bigger ones.
+
+    Bytes ingested before are not ingested again, and their version keeps the target it was ingested
+    with: another `target` is refused, unless the caller trains with its own (`other_target="reuse"`).
     """
-    options = {"name": name, "target": target, "max_bytes": max_bytes, "on_progress": on_progress}
+    options = {
+        "name": name,
+        "target": target,
+        "max_bytes": max_bytes,
+        "on_progress": on_progress,
+        "other_target": other_target,
+    }
     try:
         return _ingest(clients, bucket, source, **options, block_bytes=CSV_BLOCK_BYTES)
     except RowTooLongError:
@@ -256,6 +266,7 @@ def _ingest(
     target: str | None,
     max_bytes: int,
     on_progress: ProgressCallback | None,
+    other_target: str,
     block_bytes: int,
 ) -> IngestResult:
     started = time.monotonic()
@@ -275,7 +286,7 @@ def _ingest(
     if expected:
         existing = manifest_or_none(s3, bucket, name, expected[:16])
         if existing is not None:
-            _check_target_of(existing, target, found.filename)
+            _check_target_of(existing, target, found.filename, other_target)
             return IngestResult(existing, created=False)
         upload_key = f"datasets/{name}/{expected[:16]}/{found.filename}"
     else:
@@ -304,7 +315,7 @@ def _ingest(
         existing = manifest_or_none(s3, bucket, name, digest.hexdigest()[:16])
         if existing is not None:  # same bytes as an existing version: nothing to do
             upload.abort()
-            _check_target_of(existing, target, found.filename)
+            _check_target_of(existing, target, found.filename, other_target)
             return IngestResult(existing, created=False)
         upload.complete()
     except BaseException:
@@ -324,7 +335,7 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _check_target_of(manifest: dict[str, Any], target: str | None, label: str) -> None:
+def _check_target_of(manifest: dict[str, Any], target: str | None, label: str, other_target: str) -> None:
     """The checks `_profile` would have made, against the profile of bytes ingested before; and a
     version's target is the one it was ingested with: another one is named at training instead."""
     if target is None:
@@ -332,7 +343,7 @@ def _check_target_of(manifest: dict[str, Any], target: str | None, label: str) -
     columns = {column["name"]: column for column in manifest["columns"]}
     _check_target(target, list(columns), label)
     _check_target_values(columns[target], label)
-    if target != manifest["target"]:
+    if target != manifest["target"] and other_target == "refuse":
         reference = f"{manifest['name']}@{manifest['version']}"
         ingested_with = f"target {manifest['target']!r}" if manifest["target"] else "no target"
         raise DatasetError(

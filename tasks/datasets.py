@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -46,7 +46,12 @@ class _Progress:
 
 @task(name="ingest-to-s3", cache_policy=NO_CACHE, **AWS_RETRIES)
 def ingest_to_s3(
-    source: str, name: str | None, target: str | None, max_size_mb: int, bucket: S3Bucket
+    source: str,
+    name: str | None,
+    target: str | None,
+    max_size_mb: int,
+    bucket: S3Bucket,
+    other_target: Literal["refuse", "reuse"] = "refuse",
 ) -> dict[str, Any]:
     logger = get_run_logger()
     result = datasets.ingest(
@@ -57,6 +62,7 @@ def ingest_to_s3(
         target=target,
         max_bytes=max_size_mb * 1024 * 1024,
         on_progress=_Progress(source),
+        other_target=other_target,
     )
     manifest = result.manifest
     if result.created:

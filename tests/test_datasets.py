@@ -295,6 +295,8 @@ def test_the_same_bytes_with_another_target_are_refused(clients, iris_csv) -> No
     ):
         datasets.ingest(clients, BUCKET, str(path), target="petals")
     assert not datasets.ingest(clients, BUCKET, str(path), target="species").created
+    reused = datasets.ingest(clients, BUCKET, str(path), target="petals", other_target="reuse")
+    assert not reused.created and reused.manifest["target"] == "species"  # the caller trains its own
     assert not datasets.ingest(clients, BUCKET, str(path)).created
     untargeted = datasets.ingest(clients, BUCKET, str(path), name="plain").manifest
     with pytest.raises(DatasetError, match=r"already ingested as plain@.* with no target"):

@@ -402,9 +402,11 @@ def test_a_scheduled_run_is_created_by_the_schedule_and_completes(sandbox, iris_
 
 def test_a_manual_run_with_parameters_completes_and_registers(sandbox, iris_csv) -> None:
     name = unique("manual")
+    seed(sandbox, iris_csv, name)  # the same bytes, ingested for another target: the run trains its own
     result = subprocess.run(
         [PREFECT, "deployment", "run", "ingest-and-train/ingest-and-train",
-         "--param", f"source={iris_csv}", "--param", "target=target", "--param", f"dataset_name={name}",
+         "--param", f"source={iris_csv}", "--param", "target=petal length (cm)",
+         "--param", f"dataset_name={name}",
          "--param", "compute=lambda", "--param", "algorithm=hist_gradient_boosting",
          "--watch", "--watch-timeout", "240"],
         env=prefect_env(sandbox),
@@ -415,7 +417,7 @@ def test_a_manual_run_with_parameters_completes_and_registers(sandbox, iris_csv)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Completed" in result.stdout
     shown = model(sandbox, name)
-    assert shown["version"] == 1
+    assert shown["version"] == 1 and shown["task"] == "regression"
     assert shown["lineage"]["dataset"]["name"] == name
 
 
