@@ -226,6 +226,20 @@ TRAIN_CASES = {
     "nested target": Case(
         train("--target", "tags", dataset="{t}-nested"), "target 'tags' of {t}-nested is a nested"
     ),
+    "model name holding the other task": Case(
+        train("--target", "petal_length", "--model-name", "{model}", "--promote"),
+        "model '{model}' holds classification of 'target' models, not regression of 'petal_length'",
+    ),
+    "model name holding another target": Case(
+        train("--target", "species", "--model-name", "{model}"),
+        "model '{model}' holds classification of 'target' models, not classification of 'species'",
+    ),
+    "model name over 64 characters": Case(
+        train("--model-name", "m" * 65), "invalid model name '" + "m" * 65 + "': use 1-64 lowercase letters"
+    ),
+    "64-character dataset name, no --model-name": Case(
+        train("--metric", "r2", dataset="{long}"), "'r2' is a regression metric"
+    ),
     "--param given twice": Case(
         train("--param", "n_neighbors=3", "--param", "n_neighbors=4"), "--param n_neighbors is given twice"
     ),
@@ -293,6 +307,10 @@ MODEL_CASES = {
         ("models", "approve", "{model}:9", "--reason", "r"), "has no version 9: versions are 1, 2"
     ),
     "approve: no --reason": Case(("models", "approve", "{model}:1"), "--reason"),
+    "promote: a Rejected version": Case(
+        ("models", "promote", "{rejected}:1", "--alias", "champion"),
+        "{rejected}:1 is Rejected (corpus: failed review, by test:bad-input): approve it first",
+    ),
     "reject: unknown alias": Case(
         ("models", "reject", "{model}@gold", "--reason", "r"), "has no alias 'gold'"
     ),
@@ -305,13 +323,15 @@ PREDICT_CASES = {
     "unknown alias": Case(predict("{dir}/{t}-rows.csv", "{model}@gold"), "has no alias 'gold'"),
     "missing input file": Case(predict("{dir}/{t}-nope.csv"), "-nope.csv is not a file"),
     "input is a directory": Case(predict("{dir}"), "is not a file: pass the CSV to predict for"),
-    "empty input": Case(predict("{dir}/{t}-empty.csv"), "is not a readable CSV"),
+    "empty input": Case(predict("{dir}/{t}-empty.csv"), "has no header row"),
     "header-only input": Case(predict("{dir}/{t}-header-only-input.csv"), "has no data rows"),
     "extra field in the first row": Case(
-        predict("{dir}/{t}-shifted-input.csv"), "more fields than the header"
+        predict("{dir}/{t}-shifted-input.csv"), "has 6 fields but the header has 5"
     ),
-    "extra field in a later row": Case(predict("{dir}/{t}-ragged-input.csv"), "is not a readable CSV"),
-    "latin-1 input": Case(predict("{dir}/{t}-latin1-input.csv"), "is not a readable CSV"),
+    "extra field in a later row": Case(
+        predict("{dir}/{t}-ragged-input.csv"), "has 6 fields but the header has 5"
+    ),
+    "latin-1 input": Case(predict("{dir}/{t}-latin1-input.csv"), "is not UTF-8 text (line 2"),
     "missing columns": Case(
         predict("{dir}/{t}-missing-column.csv"), "lacks columns the model needs: sepal_length"
     ),
@@ -322,6 +342,42 @@ PREDICT_CASES = {
         predict("{dir}/{t}-rows.csv", output="{dir}/no-such-folder/out.csv"), "no-such-folder"
     ),
     "tampered model file": Case(predict("{dir}/{t}-rows.csv", "{model}:2"), "refusing to load it", 1),
+    "infinite number": Case(
+        predict("{dir}/{t}-inf-input.csv"), "column 'sepal_width' has an infinite number in row 3 ('inf')"
+    ),
+    "negative infinite number": Case(
+        predict("{dir}/{t}-minus-inf-input.csv"),
+        "column 'sepal_width' has an infinite number in row 3 ('-inf')",
+    ),
+    "number past the float range": Case(
+        predict("{dir}/{t}-overflow-input.csv"),
+        "column 'sepal_width' has an infinite number in row 3 ('1e309')",
+    ),
+    "text in a numeric column of a semicolon file": Case(
+        predict("{dir}/{t}-text-in-number-semicolon.csv"),
+        "column 'sepal_length' must be float, but row 2 has 'abc'",
+    ),
+    "text in a numeric column of a Parquet file": Case(
+        predict("{dir}/{t}-text-in-number.parquet"),
+        "column 'sepal_length' must be float, but row 1 has 'abc'",
+    ),
+    "gzip input named .csv": Case(predict("{dir}/{t}-gzip.csv"), "its bytes look like gzip-compressed data"),
+    "corrupt gzip input": Case(predict("{dir}/{t}-corrupt.csv.gz"), "is not a valid gzip file"),
+    "corrupt parquet input": Case(predict("{dir}/{t}-corrupt.parquet"), "is not a valid Parquet file"),
+    "unsupported input type": Case(predict("{dir}/{t}-sheet.xlsx"), "unsupported file type (.xlsx)"),
+    "input is a named pipe": Case(predict("{dir}/{t}-pipe.csv"), "is not a file"),
+    "prediction column in the input": Case(
+        predict("{dir}/{t}-prediction-column.csv"), "has column(s) the output adds: prediction"
+    ),
+    "probability column in the input": Case(
+        predict("{dir}/{t}-probability-column.csv"), "has column(s) the output adds: probability_0"
+    ),
+    "output is a directory": Case(predict("{dir}/{t}-rows.csv", output="{dir}"), "it is a directory"),
+    "output the system refuses": Case(
+        predict("{dir}/{t}-rows.csv", output="/dev/full"),
+        "cannot write /dev/full: No space left on device",
+        1,
+    ),
 }
 
 CORPUS = {
@@ -513,7 +569,21 @@ def _input_files(features: pd.DataFrame) -> dict[str, bytes]:
             ",".join(features.columns) + "\n1,2,3,4,setosa\n1,2,3,4,setosa,extra\n"
         ).encode(),
         "{t}-latin1-input.csv": (",".join(features.columns) + "\n1,2,3,4,s\u00e9tosa\n").encode("latin-1"),
+        "{t}-inf-input.csv": _with_cell(features, "sepal_width", 1, "inf"),
+        "{t}-minus-inf-input.csv": _with_cell(features, "sepal_width", 1, "-inf"),
+        "{t}-overflow-input.csv": _with_cell(features, "sepal_width", 1, "1e309"),
+        "{t}-text-in-number-semicolon.csv": text_in_number.to_csv(index=False, sep=";").encode(),
+        "{t}-text-in-number.parquet": _parquet(text_in_number),
+        "{t}-prediction-column.csv": features.head(5).assign(prediction="x").to_csv(index=False).encode(),
+        "{t}-probability-column.csv": features.head(5).assign(probability_0=0.5).to_csv(index=False).encode(),
     }
+
+
+def _with_cell(features: pd.DataFrame, column: str, row: int, cell: str) -> bytes:
+    """The first five rows as text, one cell replaced."""
+    frame = features.head(5).astype(str)
+    frame.loc[row, column] = cell
+    return frame.to_csv(index=False).encode()
 
 
 def corpus_files(iris: pd.DataFrame) -> dict[str, bytes]:
@@ -619,6 +689,30 @@ def _register_model(clients, sandbox, manifest: dict, name: str) -> None:
     s3.put_object(Bucket=models, Key=f"models/{name}/versions/2/model.skops", Body=b"not the model")
 
 
+LONG_NAME = f"{TOKEN}_" + "x" * (63 - len(TOKEN))  # the longest dataset name, with an underscore
+
+
+def _register_rejected(clients, sandbox, model: str, name: str) -> None:
+    """Version 1 of `model` registered again as `name`, and Rejected."""
+    s3, models = clients("s3"), sandbox.status["buckets"]["models"]
+    source = registry.get_version(s3, models, model, 1)
+    registry.register_version(
+        s3,
+        models,
+        name,
+        model_uri=source.model_uri,
+        sha256=source.sha256,
+        metrics=source.metrics,
+        primary_metric=source.primary_metric,
+        signature=source.signature,
+        lineage=source.lineage,
+        actor="test:bad-input",
+    )
+    registry.set_approval(
+        s3, models, name, 1, "Rejected", actor="test:bad-input", reason="corpus: failed review"
+    )
+
+
 @pytest.fixture(scope="module")
 def corpus(sandbox, tmp_path_factory) -> Corpus:
     folder = tmp_path_factory.mktemp("bad-inputs")
@@ -638,6 +732,8 @@ def corpus(sandbox, tmp_path_factory) -> Corpus:
     _ingest_in_process(clients, data, folder / f"{TOKEN}-nested.parquet", f"{TOKEN}-nested", "label")
     os.mkfifo(folder / f"{TOKEN}-pipe.csv")
     _register_model(clients, sandbox, manifest, f"{TOKEN}-model")
+    _ingest_in_process(clients, data, iris_path, LONG_NAME, "target")
+    _register_rejected(clients, sandbox, f"{TOKEN}-model", f"{TOKEN}-rejected")
     placeholders = {
         "t": TOKEN,
         "dir": str(folder),
@@ -645,6 +741,8 @@ def corpus(sandbox, tmp_path_factory) -> Corpus:
         "models": sandbox.status["buckets"]["models"],
         "iris": f"{TOKEN}-iris",
         "iris_version": manifest["version"],
+        "long": LONG_NAME,
+        "rejected": f"{TOKEN}-rejected",
         "model": f"{TOKEN}-model",
         "out": str(folder / f"{TOKEN}-predicted.csv"),
     }
