@@ -160,7 +160,7 @@ def train_model(
     )
     plan, shards = prepared.plan, prepared.shards
     if gate:
-        gate.check_metric(shards[0].spec.metrics)  # before paying for compute
+        gate.check_metric(shards[0].spec.task)  # before paying for compute
     if register_best:
         check_model_name(blocks, name, shards[0].spec.task, shards[0].spec.target)
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None

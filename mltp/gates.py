@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from mltp.errors import ConfigError
+from mltp.trainer.spec import metric_problem
 
 _GATE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<|==)\s*(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\s*$")
 _OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
@@ -29,12 +30,10 @@ class QualityGate:
         metric, comparison, threshold = match.groups()
         return cls(metric, comparison, float(threshold))
 
-    def check_metric(self, known: list[str]) -> None:
-        if self.metric not in known:
-            raise ConfigError(
-                f"quality gate {self}: {self.metric} is not measured for this task: use {', '.join(known)}",
-                setting="min_metric",
-            )
+    def check_metric(self, task: str) -> None:
+        problem = metric_problem(self.metric, task)
+        if problem:
+            raise ConfigError(f"quality gate {self}: {problem}", setting="min_metric")
 
     def passes(self, metrics: dict[str, float | None]) -> bool:
         """A metric not measured (null, or NaN: every comparison with it is false) never passes."""

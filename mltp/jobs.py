@@ -23,7 +23,7 @@ from mltp.s3_json import put_json
 from mltp.trainer.algorithms import get_algorithm, validate_candidates
 from mltp.trainer.errors import TrainingInputError
 from mltp.trainer.feature_plan import plan_features
-from mltp.trainer.spec import METRICS, JobSpec, Validation, default_primary_metric
+from mltp.trainer.spec import JobSpec, Validation, default_primary_metric, metric_problem
 
 
 def parse_value(text: str) -> Any:
@@ -178,13 +178,9 @@ def _check_target_kind(profile: dict[str, Any], manifest: dict[str, Any]) -> Non
 
 
 def check_metric(metric: str, task: str) -> None:
-    """A metric the trainer scores for this task, or one line that lists the ones it does."""
-    known = METRICS[task]
-    if metric in known:
-        return
-    other = next(other for other in METRICS if other != task)
-    what = f"{metric!r} is a {other} metric" if metric in METRICS[other] else f"unknown metric {metric!r}"
-    raise TrainingInputError(f"{what}: the {task} metrics are {', '.join(known)}")
+    problem = metric_problem(metric, task)
+    if problem:
+        raise TrainingInputError(problem)
 
 
 def write_job(clients: ClientFactory, spec: JobSpec) -> str:

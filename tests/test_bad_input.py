@@ -226,6 +226,9 @@ TRAIN_CASES = {
     "nested target": Case(
         train("--target", "tags", dataset="{t}-nested"), "target 'tags' of {t}-nested is a nested"
     ),
+    "quality gate on an unknown metric": Case(
+        train("--min-metric", "precision>0.5"), "quality gate precision>0.5: unknown metric 'precision'"
+    ),
     "model name holding the other task": Case(
         train("--target", "petal_length", "--model-name", "{model}", "--promote"),
         "model '{model}' holds classification of 'target' models, not regression of 'petal_length'",
@@ -257,7 +260,7 @@ TRAIN_CASES = {
     "--holdout 0.9": Case(train("--holdout", "0.9"), "--holdout"),
     "quality gate syntax": Case(train("--min-metric", "accuracy=>0.9"), "is not METRIC OP NUMBER"),
     "quality gate on a metric not measured": Case(
-        train("--min-metric", "rmse<3"), "rmse is not measured for this task"
+        train("--min-metric", "rmse<3"), "quality gate rmse<3: 'rmse' is a regression metric"
     ),
     "model name not a slug": Case(train("--model-name", "Bad_Name!"), "invalid model name 'Bad_Name!'"),
     "dataset name not a slug": Case(train(dataset="Bad Name"), "dataset name 'Bad Name' is not allowed"),

@@ -33,9 +33,11 @@ def test_bad_syntax_is_a_one_line_error(text) -> None:
 
 def test_a_metric_the_task_does_not_measure_is_refused() -> None:
     gate = QualityGate.parse("rmse<3")
-    gate.check_metric(["rmse", "r2"])
-    with pytest.raises(ConfigError, match="rmse is not measured for this task: use accuracy"):
-        gate.check_metric(["accuracy", "roc_auc"])
+    gate.check_metric("regression")
+    with pytest.raises(ConfigError, match="quality gate rmse<3: 'rmse' is a regression metric: the classif"):
+        gate.check_metric("classification")
+    with pytest.raises(ConfigError, match="quality gate rmse2<3: unknown metric 'rmse2': the regression met"):
+        QualityGate.parse("rmse2<3").check_metric("regression")
     assert str(gate) == "rmse<3"
 
 

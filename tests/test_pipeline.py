@@ -113,7 +113,7 @@ def test_a_failed_quality_gate_registers_nothing(sandbox, wine) -> None:
     ("arguments", "message"),
     [
         (["--min-metric", "accuracy=>0.9"], "is not METRIC OP NUMBER"),
-        (["--min-metric", "rmse<3"], "rmse is not measured for this task"),
+        (["--min-metric", "rmse<3"], "'rmse' is a regression metric"),
         (["--model-name", "Bad_Name!"], "Bad_Name!"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json as jsonlib
 import re
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from mltp.errors import ConfigError, MltpError
 from mltp.jobs import expand_grid, parse_grid, parse_params
 from mltp.monitor import MonitorSettings
 from mltp.planning import ComputePlan
+from mltp.s3_json import strict_dumps
 from mltp.trainer.algorithms import get_algorithm
 from mltp.trainer.spec import TASKS
 
@@ -168,7 +168,7 @@ def train(
         return
     best = report["best"]
     console.print(
-        f"succeeded in {report['duration_s']:.0f} s: {jsonlib.dumps(best['metrics'])} with {best['params']}"
+        f"succeeded in {report['duration_s']:.0f} s: {strict_dumps(best['metrics'])} with {best['params']}"
     )
     if report["registered"]:
         promoted = " (now champion)" if report["promoted"] else ""

@@ -76,6 +76,16 @@ class JobSpec(BaseModel):
         return bucket, prefix
 
 
+def metric_problem(metric: str, task: str) -> str | None:
+    """Why the trainer does not score `metric` for `task` (naming the ones it does), or None."""
+    known = METRICS[task]
+    if metric in known:
+        return None
+    other = next(other for other in METRICS if other != task)
+    what = f"{metric!r} is a {other} metric" if metric in METRICS[other] else f"unknown metric {metric!r}"
+    return f"{what}: the {task} metrics are {', '.join(known)}"
+
+
 def default_primary_metric(task: str) -> str:
     return "accuracy" if task == "classification" else "r2"
 
