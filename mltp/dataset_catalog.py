@@ -7,8 +7,11 @@ flows and the watcher import this; only ingest and the readers in `mltp.datasets
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mltp.aws import ClientFactory
@@ -76,6 +79,34 @@ def column_list(names: list[str], limit: int = 20) -> str:
     shown quoted and escaped, and a long list is cut."""
     shown = [column_name_shown(name) for name in names[:limit]]
     return ", ".join(shown) + (", ..." if len(names) > limit else "")
+
+
+def check_data_file(path: Path, source: str) -> Path:
+    """A local data file that exists, is a regular file (not a folder, a pipe or a device: those have no
+    size and may never end) and can be read; a one-line error otherwise."""
+    if not path.exists():
+        raise DatasetError(f"{source} does not exist: check the path", source=source)
+    if path.is_dir():
+        raise DatasetError(f"{source} is a directory: pass a single CSV or Parquet file", source=source)
+    if not path.is_file():
+        raise DatasetError(
+            f"{source} is not a regular file ({_file_kind(path)}): save the data to a file and pass that",
+            source=source,
+        )
+    if not os.access(path, os.R_OK):
+        raise DatasetError(f"{source} is not readable by this user: check its permissions", source=source)
+    return path
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = [
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def validate_name(name: str) -> str:

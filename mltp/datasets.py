@@ -22,9 +22,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import os
 import random
-import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +42,7 @@ from mltp.dataset_catalog import (
     DEFAULT_MAX_MB,
     NOT_A_TARGET,
     FileFormat,
+    check_data_file,
     column_list,
     derive_name,
     detect_format,
@@ -121,31 +120,9 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
                 ) from error
             raise
         return Source(source, Path(key).name, size, lambda: s3.get_object(Bucket=bucket, Key=key)["Body"])
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DatasetError(f"{source} does not exist: check the path", source=source)
-    if path.is_dir():
-        raise DatasetError(f"{source} is a directory: pass a single CSV or Parquet file", source=source)
-    if not path.is_file():
-        raise DatasetError(
-            f"{source} is not a regular file ({_file_kind(path)}): save the data to a file and ingest that",
-            source=source,
-        )
-    if not os.access(path, os.R_OK):
-        raise DatasetError(f"{source} is not readable by this user: check its permissions", source=source)
+    path = check_data_file(Path(source).expanduser(), source)
     check_file_name(path.name, source)
     return Source(str(path.resolve()), path.name, path.stat().st_size, lambda: path.open("rb"), path)
-
-
-def _file_kind(path: Path) -> str:
-    mode = path.stat().st_mode
-    kinds = [
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ]
-    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def _profile(

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from mltp.dataset_catalog import FileFormat, column_list, detect_format
+from mltp.dataset_catalog import FileFormat, check_data_file, column_list, detect_format
 from mltp.dataset_formats import (
     CSV_BLOCK_BYTES,
     LONG_ROW_BLOCK_BYTES,
@@ -49,8 +49,7 @@ class PredictionInput:
 
 def read_input(path: Path) -> PredictionInput:
     label = str(path)
-    if not path.is_file():
-        raise DatasetError(f"{path} is not a file: pass the CSV to predict for", source=label)
+    check_data_file(path, label)
     file_format = detect_format(path.name)
     if file_format.kind == "parquet":
         _, batches = parquet_batches(str(path), label)

@@ -324,8 +324,8 @@ PREDICT_CASES = {
     "unknown model": Case(predict("{dir}/{t}-rows.csv", "{t}-ghost"), "no model named '{t}-ghost'"),
     "unknown version": Case(predict("{dir}/{t}-rows.csv", "{model}:9"), "has no version 9"),
     "unknown alias": Case(predict("{dir}/{t}-rows.csv", "{model}@gold"), "has no alias 'gold'"),
-    "missing input file": Case(predict("{dir}/{t}-nope.csv"), "-nope.csv is not a file"),
-    "input is a directory": Case(predict("{dir}"), "is not a file: pass the CSV to predict for"),
+    "missing input file": Case(predict("{dir}/{t}-nope.csv"), "-nope.csv does not exist: check the path"),
+    "input is a directory": Case(predict("{dir}"), "is a directory: pass a single CSV or Parquet file"),
     "empty input": Case(predict("{dir}/{t}-empty.csv"), "has no header row"),
     "header-only input": Case(predict("{dir}/{t}-header-only-input.csv"), "has no data rows"),
     "extra field in the first row": Case(
@@ -368,7 +368,8 @@ PREDICT_CASES = {
     "corrupt gzip input": Case(predict("{dir}/{t}-corrupt.csv.gz"), "is not a valid gzip file"),
     "corrupt parquet input": Case(predict("{dir}/{t}-corrupt.parquet"), "is not a valid Parquet file"),
     "unsupported input type": Case(predict("{dir}/{t}-sheet.xlsx"), "unsupported file type (.xlsx)"),
-    "input is a named pipe": Case(predict("{dir}/{t}-pipe.csv"), "is not a file"),
+    "input is a named pipe": Case(predict("{dir}/{t}-pipe.csv"), "is not a regular file (a named pipe)"),
+    "input is a device": Case(predict("/dev/zero"), "is not a regular file (a character device)"),
     "prediction column in the input": Case(
         predict("{dir}/{t}-prediction-column.csv"), "has column(s) the output adds: prediction"
     ),
