@@ -74,6 +74,10 @@ NEIGHBOUR_ROW_S = 8e-5
 LINEAR_CELL_S = {"logistic_regression": 1.4e-9, "linear_svm": 2.3e-10, "ridge": 1e-7}
 FOREST_SAVE_S, BOOSTED_SAVE_S = 1.2e-3, 0.4e-3  # skops, per tree, and more per tree the more there are
 SAVED_TREES_DOUBLING = 2000
+# A random forest's memory, measured on scikit-learn 1.x: a classification tree grows about one node per
+# 5-10 training rows, a regression tree about 1.3 (its leaves hold single rows of the bootstrap sample).
+FOREST_NODES_PER_ROW, REGRESSION_FOREST_NODES_PER_ROW = 0.2, 1.3
+TREE_OBJECT_BYTES, TREE_NODE_BYTES, TREE_SAVED_BYTES = 4096, 150, 24 * 1024
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,20 @@ class Workload:
         matrix = self.rows * self.features * 8 * 2  # transformed features, train and test views
         model = 0
         if self.algorithm == "random_forest":
-            trees = max(params.get("n_estimators", 100) for params in self.candidates)
-            model = self.rows * trees * 6  # about one node per row per tree, 6 bytes a node
+            model = max(self._forest_bytes(params) for params in self.candidates)
         elif self.algorithm == "knn":
             model = self.rows * self.features * 8
         return PROCESS_BASE_MB + math.ceil((frame + matrix + model) / 2**20)
+
+    def _forest_bytes(self, params: dict[str, Any]) -> float:
+        """The fitted forest, and while skops saves it, its serialized copy beside it (measured: a tree
+        is about 4 KiB of objects plus 100-160 bytes a node, and 24 KiB more in the skops file)."""
+        trees = params.get("n_estimators", 100)
+        per_row = FOREST_NODES_PER_ROW if self.classes > 1 else REGRESSION_FOREST_NODES_PER_ROW
+        grown = TRAIN_SHARE * self.rows * per_row
+        nodes = min(grown, 2 ** ((params.get("max_depth") or 60) + 1))
+        fitted = trees * (TREE_OBJECT_BYTES + nodes * TREE_NODE_BYTES)
+        return 2 * fitted + trees * TREE_SAVED_BYTES
 
     def costs(self) -> list[Cost]:
         get_algorithm(self.algorithm)  # an unknown name fails with the list of known ones
@@ -298,7 +311,7 @@ def plan_compute(
     lambda_problems = _lambda_problems(workload, settings, memory)
     if forced == "lambda":
         if lambda_problems:
-            raise PlanError(f"compute=lambda is refused: {lambda_problems[0]}")
+            raise PlanError(f"compute=lambda is refused: {'; and '.join(lambda_problems)}")
         return _lambda_plan(workload, settings, memory, ["compute=lambda was requested"])
     if forced == "ec2":
         return _ec2_plan(workload, settings, memory, ["compute=ec2 was requested"])
