@@ -16,6 +16,7 @@ from mltp.cli import (
     demo_cmd,
     doctor_cmd,
     lambda_cmd,
+    mcp_cmd,
     models_cmd,
     predict_cmd,
     reap_cmd,
@@ -36,6 +37,7 @@ app.add_typer(blocks_cmd.app, name="blocks")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.add_typer(lambda_cmd.app, name="lambda")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(mcp_cmd.app, name="mcp")
 app.command("demo")(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("plan")(train_cmd.plan)

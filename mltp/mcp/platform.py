@@ -1,0 +1,54 @@
+"""What the MCP tools reach the platform through: the blocks (loaded once, as every `mltp` command loads
+them), and the one place a failure becomes the one-line error result an agent reads."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from mltp.errors import MltpError
+
+
+class Platform:
+    """The platform's blocks for the server's lifetime: loaded at the first call that needs them (or
+    given, as tests do)."""
+
+    def __init__(self, blocks=None) -> None:
+        self._blocks = blocks
+        self._lock = threading.Lock()  # tools run on worker threads
+
+    def blocks(self):
+        with self._lock:
+            if self._blocks is None:
+                from blocks.platform import load_blocks
+
+                self._blocks = load_blocks()
+            return self._blocks
+
+    def data(self) -> tuple[Any, str]:
+        """The client factory and the data bucket's name."""
+        blocks = self.blocks()
+        return blocks.credentials.get_client, blocks.datasets.bucket_name
+
+    def models(self) -> tuple[Any, str]:
+        """An S3 client and the models bucket's name."""
+        blocks = self.blocks()
+        return blocks.credentials.get_client("s3"), blocks.models.bucket_name
+
+
+@contextlib.contextmanager
+def platform_errors() -> Iterator[None]:
+    """The platform's own one-line message (what the CLI prints after `mltp: error:`) as the tool's error
+    result; an AWS failure is named as one. Anything else is a crash the SDK reports without its text."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except MltpError as error:
+        raise ToolError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+    except (ClientError, BotoCoreError) as error:
+        raise ToolError(f"AWS refused or could not be reached: {error}: check `platform_status`") from error

@@ -1,0 +1,123 @@
+"""What the MCP tools return: pydantic models, so every result has an output schema and structured
+content an agent can rely on, beside a short text summary for the model to read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    latest: str = Field(description="The newest version (first 16 hex digits of its sha256)")
+    versions: int = Field(description="How many versions the dataset has")
+    rows: int = Field(description="Rows of the newest version")
+    bytes: int = Field(description="Bytes of the newest version")
+    created_at: str
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetSummary]
+
+
+class ColumnProfile(BaseModel):
+    name: str
+    type: str = Field(
+        description="empty, integer, float, boolean, datetime, string, nested (lists, structs) or other"
+    )
+    nulls: int
+    distinct: int | None = Field(description="Distinct values (an estimate when distinct_exact is false)")
+    distinct_exact: bool
+    min: Any = None
+    max: Any = None
+    timezone: str | None = Field(None, description="UTC for timestamps written with a zone")
+
+
+class DatasetManifest(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    rows: int
+    bytes: int
+    file: str
+    format: dict[str, Any]
+    uri: str
+    target: str | None
+    task: str | None
+    source: str
+    created_at: str
+    columns: list[ColumnProfile]
+
+
+class TrainingPlan(BaseModel):
+    backend: str = Field(description="lambda, ec2 or local")
+    instance_type: str | None
+    instances: int
+    memory_mb: int = Field(description="Memory of the function or the instance type")
+    estimated_memory_mb: int
+    estimated_runtime_s: int
+    estimated_cost_usd: float
+    prices_as_of: str
+    reasons: list[str] = Field(description="Why this compute, in plain words")
+    task: str
+    target: str
+    candidates: list[dict[str, Any]] = Field(description="One hyperparameter set per candidate")
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest_version: int
+    versions: int
+    aliases: dict[str, int]
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelDescription(BaseModel):
+    name: str
+    version: int
+    task: str
+    target: str | None
+    approval: str = Field(description="PendingManualApproval, Approved or Rejected")
+    aliases: list[str] = Field(description="The aliases pointing at this version")
+    primary_metric: str
+    metrics: dict[str, float | None] = Field(description="null: not measured (e.g. roc_auc of one class)")
+    champion: dict[str, Any] | None = Field(
+        description="The champion's version and metrics, to compare with (null when there is none)"
+    )
+    created_at: str
+    model_uri: str
+    sha256: str
+    signature: dict[str, Any] = Field(description="Input columns and types, the target, the classes")
+    lineage: dict[str, Any] = Field(description="Dataset, jobs, flow run, code and library versions, cost")
+
+
+class AuditEvent(BaseModel):
+    at: str
+    action: str
+    actor: str
+    reason: str | None = None
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="What changed: version, alias, from, to"
+    )
+
+
+class ModelHistory(BaseModel):
+    name: str
+    events: list[AuditEvent]
+
+
+class StatusCheck(BaseModel):
+    name: str
+    status: str = Field(description="ok, fail or skip")
+    detail: str
+    fix: str | None = None
+
+
+class PlatformStatus(BaseModel):
+    ok: bool
+    prefect_api_url: str | None
+    checks: list[StatusCheck]
