@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -112,8 +111,10 @@ def test_a_missing_trainer_wheel_fails_the_boot_and_the_instance_terminates(sand
 @pytest.mark.servers
 def test_an_instance_without_our_bootstrap_is_left_alone(sandbox) -> None:
     instance_id = launch(sandbox, "#!/bin/bash\necho not ours\n")
+    fleet_log = sandbox.home / "logs" / "fleet.log"
     try:
-        time.sleep(2)  # four fleet polls
+        # the fleet looked at it (it looks at each instance once), whenever its poll came on a busy machine
+        wait_for(lambda: f"instance {instance_id} has no mltp bootstrap" in fleet_log.read_text())
         assert state_of(sandbox, instance_id) == "running"
         health = httpx.get(f"{sandbox.status['lambda_endpoint_url']}/fleet/health").json()
         assert instance_id not in health["running"] and instance_id not in health["queued"]
