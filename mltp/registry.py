@@ -216,6 +216,14 @@ def parse_model_ref(ref: str) -> tuple[str, int | None, str | None]:
     return validate_model_name(name), int(version) if colon else None, _slug(alias, "alias") if at else None
 
 
+def parse_pinned_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`name:3` or `name@champion`: a reference that names its version (to change what it points at)."""
+    name, version, alias = parse_model_ref(ref)
+    if version is None and alias is None:
+        raise RegistryError(f"{ref!r}: name the version, as NAME:VERSION or NAME@ALIAS")
+    return name, version, alias
+
+
 def cli_actor() -> str:
     try:
         user = getpass.getuser()

@@ -1,6 +1,6 @@
-"""The MCP server's read-only tools and resources through the SDK's in-memory client, on moto's in-process
-mock: schemas, annotations, structured output, one-line error results. `test_mcp_stdio.py` drives the
-real `mltp mcp serve` over stdio against the sandbox."""
+"""The MCP server's tools and resources through the SDK's in-memory client, on moto's in-process mock:
+schemas, annotations, structured output, one-line error results, the write guardrails and the audit.
+`test_mcp_stdio.py` drives the real `mltp mcp serve` over stdio against the sandbox."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sklearn import datasets as toy
 from blocks.platform import build_blocks
 from mltp import datasets, registry
 from mltp.jobs import build_job_spec, write_job
+from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform
 from mltp.mcp.server import build_server
 from mltp.s3_json import read_json
@@ -32,6 +33,7 @@ READ_TOOLS = {
     "model_history",
     "platform_status",
 }
+WRITE_TOOLS = {"ingest_dataset", "promote_model", "approve_model", "reject_model"}
 
 
 @pytest.fixture
@@ -63,12 +65,20 @@ def platform(mock_clients, tmp_path, monkeypatch):
             lineage={"dataset": written["metrics"]["dataset"], "job_ids": [spec.job_id]}, actor="test:mcp",
         )  # fmt: skip
     registry.set_alias(s3, MODELS, "iris", "champion", 1, actor="test:mcp", reason="first")
-    return Platform(blocks)
+    return Platform(blocks, audit_sink=AUDITED.append)
 
 
-def call(platform, tool: str, arguments: dict | None = None):
+AUDITED: list[dict] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_audit():
+    AUDITED.clear()
+
+
+def call(platform, tool: str, arguments: dict | None = None, options: ServeOptions | None = None):
     async def go():
-        async with Client(build_server(platform)) as client:
+        async with Client(build_server(platform, options)) as client:
             return await client.call_tool(tool, arguments or {})
 
     return asyncio.run(go())
@@ -99,13 +109,17 @@ def error_line(result) -> str:
     return content.text
 
 
-def test_every_tool_is_read_only_titled_described_and_typed(platform) -> None:
+def test_every_tool_is_titled_described_typed_and_honestly_annotated(platform) -> None:
     tools, templates = listing(platform)
-    assert {tool.name for tool in tools} == READ_TOOLS
+    assert {tool.name for tool in tools} == READ_TOOLS | WRITE_TOOLS
     for tool in tools:
         assert tool.title and tool.description, tool.name
-        assert tool.annotations.read_only_hint and tool.annotations.idempotent_hint, tool.name
-        assert tool.annotations.open_world_hint is False, tool.name
+        assert tool.annotations.read_only_hint is (tool.name in READ_TOOLS), tool.name
+        assert tool.annotations.idempotent_hint, tool.name  # the same call again changes nothing more
+        if tool.name in READ_TOOLS:
+            assert tool.annotations.open_world_hint is False, tool.name
+        else:  # what a write replaces (an alias, an approval) is destructive; an ingest only adds
+            assert tool.annotations.destructive_hint is (tool.name != "ingest_dataset"), tool.name
         assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
         for name, schema in tool.input_schema.get("properties", {}).items():
             assert schema.get("description"), (tool.name, name)
@@ -219,3 +233,86 @@ def test_platform_status_reports_a_missing_prefect_api_with_its_fix(platform) ->
 def test_results_are_strict_json(platform) -> None:
     card = call(platform, "describe_model", {"reference": "iris:2"})
     assert json.loads(json.dumps(card.structured_content, allow_nan=False)) == card.structured_content
+
+
+WRITES = {
+    "ingest_dataset": {"source": "iris.csv"},
+    "promote_model": {"reference": "iris:2"},
+    "approve_model": {"reference": "iris:2", "reason": "looks right"},
+    "reject_model": {"reference": "iris:2", "reason": "drifted"},
+}
+
+
+def registry_and_data(mock_clients) -> list[str]:
+    return sorted(
+        entry["Key"]
+        for bucket in (DATA, MODELS)
+        for entry in mock_clients("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    )
+
+
+@pytest.mark.parametrize("tool", sorted(WRITES))
+def test_a_write_tool_refuses_unless_the_server_allows_writes(platform, mock_clients, tool) -> None:
+    before = registry_and_data(mock_clients)
+    message = error_line(call(platform, tool, WRITES[tool]))
+    assert f"{tool} changes the platform and this server is read-only" in message
+    assert "--allow-write" in message
+    assert registry_and_data(mock_clients) == before
+
+
+def test_approve_reject_and_promote_with_writes_allowed(platform, tmp_path) -> None:
+    writable = ServeOptions(allow_write=True, root=tmp_path)
+    approved = call(platform, "approve_model", {"reference": "iris:2", "reason": "reviewed"}, writable)
+    assert approved.structured_content == {"name": "iris", "version": 2, "approval": "Approved",
+                                           "previous": "PendingManualApproval"}  # fmt: skip
+    moved = call(platform, "promote_model", {"reference": "iris:2", "expected_version": 1}, writable)
+    assert moved.structured_content == {"name": "iris", "alias": "champion", "version": 2, "previous": 1}
+    call(platform, "reject_model", {"reference": "iris:1", "reason": "worse"}, writable)
+    refused = error_line(call(platform, "promote_model", {"reference": "iris:1"}, writable))
+    assert "iris:1 is Rejected (worse, by mcp:" in refused and "approve it first" in refused
+    stale = error_line(
+        call(platform, "promote_model", {"reference": "iris:2", "expected_version": 1}, writable)
+    )
+    assert "not the expected version 1" in stale
+    unpinned = error_line(call(platform, "promote_model", {"reference": "iris"}, writable))
+    assert "name the version, as NAME:VERSION" in unpinned
+    history = call(platform, "model_history", {"name": "iris"}).structured_content["events"]
+    assert history[-1]["actor"].startswith("mcp:")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("../outside.csv", "is outside the server's root"),
+        ("link.csv", "is outside the server's root"),  # a symlink inside the root to a file outside it
+        ("/etc/passwd", "is outside the server's root"),
+        ("s3://someone-elses-bucket/data.csv", "is outside the data bucket s3://mcp-data"),
+        (f"s3://{DATA}-other/data.csv", "is outside the data bucket"),
+        ("missing.csv", "does not exist: check the path"),
+    ],
+)
+def test_an_ingest_outside_what_the_server_may_read_is_refused(
+    platform, mock_clients, tmp_path, source, message
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.csv").write_text("a,b\n1,2\n")
+    (root / "link.csv").symlink_to(tmp_path / "outside.csv")
+    before = registry_and_data(mock_clients)
+    result = call(platform, "ingest_dataset", {"source": source}, ServeOptions(allow_write=True, root=root))
+    assert message in error_line(result)
+    assert registry_and_data(mock_clients) == before
+
+
+def test_every_call_is_audited_with_secrets_redacted(platform) -> None:
+    call(platform, "describe_dataset", {"name": "iris"})
+    call(platform, "describe_dataset", {"name": "ghost"})
+    call(platform, "plan_training", {"dataset": "iris", "algorithm": "knn",
+                                     "hyperparameters": {"api_key": "s3cr3t", "n_neighbors": 3}})  # fmt: skip
+    ok, refused, planned = AUDITED
+    assert (ok["tool"], ok["outcome"], ok["error"], ok["arguments"]) == ("describe_dataset", "ok", None,
+                                                                         {"name": "iris"})  # fmt: skip
+    assert refused["outcome"] == "error" and "no dataset named 'ghost'" in refused["error"]
+    assert planned["arguments"]["hyperparameters"] == {"api_key": "[redacted]", "n_neighbors": 3}
+    assert all(record["duration_ms"] >= 0 and record["client"]["name"] for record in AUDITED)
+    assert "s3cr3t" not in json.dumps(AUDITED)

@@ -10,7 +10,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from sklearn import datasets as toy
 
-from tests.conftest import MLTP
+from tests.conftest import MLTP, wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -52,3 +52,45 @@ def test_a_stdio_client_lists_plans_and_checks_the_platform(sandbox, iris) -> No
     assert (plan.structured_content["backend"], plan.structured_content["target"]) == ("lambda", "target")
     assert status.structured_content["ok"], status.structured_content
     assert refused.is_error and f"no dataset named '{iris}-ghost'" in refused.content[0].text
+
+
+def test_with_writes_allowed_an_agent_ingests_under_the_root_and_every_call_is_an_event(
+    sandbox, tmp_path
+) -> None:
+    root = tmp_path / "work"
+    root.mkdir()
+    toy.load_wine(as_frame=True).frame.to_csv(root / "wine.csv", index=False)
+    name = f"mcp-wine-{uuid.uuid4().hex[:6]}"
+    parameters = StdioServerParameters(
+        command=MLTP, args=["mcp", "serve", "--allow-write", "--root", str(root)], env=sandbox.env
+    )
+
+    async def calls(client):
+        ingested = await client.call_tool(
+            "ingest_dataset", {"source": "wine.csv", "name": name, "target": "target"}
+        )
+        again = await client.call_tool("ingest_dataset", {"source": str(root / "wine.csv"), "name": name})
+        escaped = await client.call_tool("ingest_dataset", {"source": "../wine.csv"})
+        return ingested, again, escaped
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    ingested, again, escaped = asyncio.run(go())
+    assert not ingested.is_error, ingested.content
+    assert (ingested.structured_content["name"], ingested.structured_content["rows"]) == (name, 178)
+    assert ingested.structured_content["created"] and not again.structured_content["created"]
+    assert escaped.is_error and "is outside the server's root" in escaped.content[0].text
+    runs = sandbox.api("/flow_runs/filter", {"flows": {"name": {"any_": ["ingest-dataset"]}}})
+    assert any(run["parameters"].get("name") == name for run in runs)  # the flow ran, as the CLI runs it
+
+    def audited():
+        query = {"filter": {"event": {"name": ["mltp.mcp.tool-called"]},
+                            "resource": {"id": ["mltp.mcp.ingest_dataset"]}}}  # fmt: skip
+        sources = ("wine.csv", str(root / "wine.csv"), "../wine.csv")
+        events = sandbox.api("/events/filter", query)["events"]
+        return [event for event in events if event["payload"]["arguments"].get("source") in sources]
+
+    events = wait_for(lambda: len(found := audited()) >= 3 and found, timeout=30)
+    assert sorted(e["payload"]["outcome"] for e in events) == ["error", "ok", "ok"]

@@ -18,7 +18,7 @@ from mltp.settings import PlatformSettings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 # Modules of mltp/ that wire Prefect in; everything else must import without it (the trainer ships
 # to Lambda and EC2 without Prefect).
-PREFECT_WIRING = ("cli", "sandbox", "prefect_api.py")
+PREFECT_WIRING = ("cli", "mcp", "sandbox", "prefect_api.py")
 
 
 def test_readme_opens_with_exactly_the_two_commands() -> None:

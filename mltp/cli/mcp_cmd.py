@@ -1,23 +1,74 @@
-"""`mltp mcp serve`: the MCP server for agents (Kiro, Claude Code, Cursor, VS Code), over stdio."""
+"""`mltp mcp serve`: the MCP server for agents (Kiro, Claude Code, Cursor, VS Code), over stdio; `mltp mcp
+config`: the entry each of those clients needs to start it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import quiet_prefect_console
+from mltp.errors import ConfigError
+from mltp.mcp.client_config import WHERE
 
 app = typer.Typer(help="The MCP server agents drive the platform through.")
 
 
+ALLOW_WRITE = typer.Option(
+    False,
+    "--allow-write",
+    help="Allow the tools that change the platform (ingest, promote, approve, reject).",
+)
+
+
 @app.command("serve")
-def serve() -> None:
+def serve(
+    allow_write: bool = ALLOW_WRITE,
+    root: Path = typer.Option(
+        None, "--root", help="Local files are taken only under this folder [default: the current folder]."
+    ),
+    allow_s3_prefix: list[str] = typer.Option(
+        [], "--allow-s3-prefix", help="An s3://bucket/prefix/ sources may come from besides the data bucket."
+    ),
+) -> None:
     """Serve the platform's tools over stdio (an agent's MCP client starts this command).
 
-    It finds the Prefect API and the blocks the way every `mltp` command does; stdout carries the
-    protocol, so everything else goes to stderr."""
+    Read-only unless --allow-write. It finds the Prefect API and the blocks the way every `mltp` command
+    does; stdout carries the protocol, so everything else goes to stderr."""
+    root = (root or Path.cwd()).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"--root {root}: not a folder: give the folder agents may read files from")
+    bad = [prefix for prefix in allow_s3_prefix if not prefix.startswith("s3://") or prefix.count("/") < 3]
+    if bad:
+        raise ConfigError(f"--allow-s3-prefix {bad[0]!r}: give s3://bucket/ or s3://bucket/prefix/")
     quiet_prefect_console()
     with prefect_connection():
+        from prefect.events.worker import EventsWorker
+
+        from mltp.mcp.options import ServeOptions
         from mltp.mcp.server import build_server
 
-        build_server().run("stdio")
+        options = ServeOptions(
+            allow_write=allow_write, root=root.resolve(), s3_prefixes=tuple(allow_s3_prefix)
+        )
+        try:
+            build_server(options=options).run("stdio")
+        finally:
+            EventsWorker.drain_all(timeout=10)  # the last calls' audit events leave before the process does
+
+
+@app.command("config")
+def config(
+    client: str = typer.Option(..., "--client", help=f"The agent's MCP client: {', '.join(WHERE)}."),
+    allow_write: bool = ALLOW_WRITE,
+) -> None:
+    """Print the client's MCP entry for this install's server (JSON, or for Claude Code the `claude mcp
+    add` line) on stdout, and where it goes on stderr. Kiro's `autoApprove` lists the read-only tools."""
+    if client not in WHERE:
+        raise ConfigError(f"--client {client!r}: use {', '.join(WHERE)}")
+    from mltp.mcp.client_config import client_config, read_only_tools, serve_command, serve_env
+
+    command = [*serve_command(), *(["--allow-write"] if allow_write else [])]
+    typer.echo(client_config(client, command, serve_env(), read_only_tools()))
+    typer.echo(f"mltp: {WHERE[client]}", err=True)

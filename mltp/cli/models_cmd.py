@@ -22,13 +22,6 @@ def models_bucket():
     return blocks.credentials.get_client("s3"), blocks.models.bucket_name
 
 
-def _pinned(reference: str) -> tuple[str, int | None, str | None]:
-    name, version, alias = registry.parse_model_ref(reference)
-    if version is None and alias is None:
-        raise registry.RegistryError(f"{reference!r}: name the version, as NAME:VERSION or NAME@ALIAS")
-    return name, version, alias
-
-
 @app.command("list")
 def list_(json: bool = JSON) -> None:
     """Every registered model with its latest version and aliases."""
@@ -97,7 +90,7 @@ def promote(
     ),
 ) -> None:
     """Point an alias at a version (compare-and-swap; every move is in the audit log)."""
-    name, version, from_alias = _pinned(reference)
+    name, version, from_alias = registry.parse_pinned_ref(reference)
     with prefect_connection():
         s3, bucket = models_bucket()
         target = registry.get_version(s3, bucket, name, version, from_alias).version
@@ -116,7 +109,7 @@ def promote(
 
 
 def _set_approval(reference: str, status: str, reason: str) -> None:
-    name, version, alias = _pinned(reference)
+    name, version, alias = registry.parse_pinned_ref(reference)
     with prefect_connection():
         s3, bucket = models_bucket()
         target = registry.get_version(s3, bucket, name, version, alias).version

@@ -4,22 +4,32 @@ them), and the one place a failure becomes the one-line error result an agent re
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
 from mltp.errors import MltpError
+from mltp.s3_json import finite, strict_dumps
+
+logger = logging.getLogger("mltp.mcp")
 
 
 class Platform:
     """The platform's blocks for the server's lifetime: loaded at the first call that needs them (or
     given, as tests do)."""
 
-    def __init__(self, blocks=None) -> None:
+    def __init__(self, blocks=None, audit_sink: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._blocks = blocks
         self._lock = threading.Lock()  # tools run on worker threads
+        self._audit_sink = audit_sink or _to_prefect
+
+    def audit(self, record: dict[str, Any]) -> None:
+        """One line of the server's log (stderr: the client keeps it) and, by default, a Prefect event."""
+        logger.info("tool call: %s", strict_dumps(record))
+        self._audit_sink(record)
 
     def blocks(self):
         with self._lock:
@@ -38,6 +48,21 @@ class Platform:
         """An S3 client and the models bucket's name."""
         blocks = self.blocks()
         return blocks.credentials.get_client("s3"), blocks.models.bucket_name
+
+
+def _to_prefect(record: dict[str, Any]) -> None:
+    from prefect.events import emit_event
+
+    from mltp.mcp.audit import AUDIT_EVENT
+
+    emit_event(
+        AUDIT_EVENT,
+        resource={
+            "prefect.resource.id": f"mltp.mcp.{record['tool']}",
+            "prefect.resource.name": record["tool"],
+        },
+        payload=finite(record),
+    )
 
 
 @contextlib.contextmanager

@@ -121,3 +121,27 @@ class PlatformStatus(BaseModel):
     ok: bool
     prefect_api_url: str | None
     checks: list[StatusCheck]
+
+
+class IngestedDataset(BaseModel):
+    name: str
+    version: str
+    rows: int
+    bytes: int
+    uri: str
+    created: bool = Field(description="False: these bytes were ingested before and nothing changed")
+    announced_for_training: bool
+
+
+class AliasMove(BaseModel):
+    name: str
+    alias: str
+    version: int
+    previous: int | None = Field(description="Where the alias pointed before (null: it was unset)")
+
+
+class ApprovalChange(BaseModel):
+    name: str
+    version: int
+    approval: str
+    previous: str

@@ -1,0 +1,14 @@
+"""What `mltp mcp serve` allows: set by whoever starts the server, enforced by the server itself (an
+agent's client reads the tools' annotations as hints only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    allow_write: bool = False  # ingest, promote, approve, reject
+    root: Path = field(default_factory=Path.cwd)  # local files are taken only below it
+    s3_prefixes: tuple[str, ...] = ()  # s3:// sources beyond the data bucket, e.g. s3://bucket/exports/
