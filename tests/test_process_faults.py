@@ -159,19 +159,21 @@ def test_a_killed_and_a_frozen_trainer_are_declared_lost_within_the_heartbeat_wi
     code, report, err = finish(process)
 
     assert code == 0, err  # both shards relaunched and trained
-    first = {job["attempts"][0]["handle"]: job["attempts"][0] for job in report["jobs"]}
+    # The faulted trainers are usually each shard's first attempt; on a loaded machine a first attempt can
+    # be lost before the test saw it beat, and its relaunch is the one faulted: look each up by instance.
+    attempt_on = {attempt["handle"]: attempt for job in report["jobs"] for attempt in job["attempts"]}
     (frozen, frozen_at), (killed, killed_at) = faulted["frozen"], faulted["killed"]
-    assert first[killed]["kind"] == "lost" and "is terminated" in first[killed]["message"]
-    assert first[frozen]["kind"] == "lost" and "no heartbeat for" in first[frozen]["message"]
+    assert attempt_on[killed]["kind"] == "lost" and "is terminated" in attempt_on[killed]["message"]
+    assert attempt_on[frozen]["kind"] == "lost" and "no heartbeat for" in attempt_on[frozen]["message"]
     # Seen at the first tick after the instance shut down: well inside the heartbeat window.
-    window = HEARTBEAT_TIMEOUT_S + poll_interval_at(first[killed]) + TICK_MARGIN_S
-    assert seconds_after(killed_at, first[killed]) <= window
+    window = HEARTBEAT_TIMEOUT_S + poll_interval_at(attempt_on[killed]) + TICK_MARGIN_S
+    assert seconds_after(killed_at, attempt_on[killed]) <= window
     # The last heartbeat was at most one interval before the freeze, and the monitor dates it at the end
     # of its metric period (never earlier than it was sent): lost after the timeout, not before, and at
     # most one metric period and one tick later.
-    frozen_after = seconds_after(frozen_at, first[frozen])
+    frozen_after = seconds_after(frozen_at, attempt_on[frozen])
     assert frozen_after >= HEARTBEAT_TIMEOUT_S - HEARTBEAT_S - 1
-    window = HEARTBEAT_TIMEOUT_S + METRIC_PERIOD_S + poll_interval_at(first[frozen]) + TICK_MARGIN_S
+    window = HEARTBEAT_TIMEOUT_S + METRIC_PERIOD_S + poll_interval_at(attempt_on[frozen]) + TICK_MARGIN_S
     assert frozen_after <= window
     states = {i["InstanceId"]: i["State"]["Name"] for i in instances_of(sandbox, report["run_id"])}
-    assert set(states.values()) == {"terminated"} and len(states) == 4
+    assert set(states.values()) == {"terminated"} and len(states) >= 4  # two shards, each relaunched
