@@ -76,6 +76,17 @@ def _read_csv(data: bytes, file_format: FileFormat, label: str, block_bytes: int
     return PredictionInput(label, values, text.to_pandas(), first_row=2)
 
 
+def rows_input(rows: list[dict[str, Any]], label: str) -> PredictionInput:
+    """Rows given as data (an agent's JSON objects) read like a CSV's: every cell as text, a missing or
+    null value as a null cell; the columns in the order they first appear."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    cells = {name: [None if row.get(name) is None else str(row[name]) for row in rows] for name in names}
+    values = _table(
+        [pa.record_batch([pa.array(cells[name], pa.string()) for name in names], names=names)], label
+    )
+    return PredictionInput(label, values, values.to_pandas(), first_row=1)
+
+
 def _table(batches: list[pa.RecordBatch], label: str) -> pa.Table:
     if not any(batch.num_rows for batch in batches):
         raise DatasetError(f"{label} has no data rows: add the rows to predict for", source=label)
@@ -152,6 +163,30 @@ def _first_refused(values: pa.ChunkedArray, target: pa.DataType) -> int:
         else:
             low = middle
     return low
+
+
+@dataclass(frozen=True)
+class Prediction:
+    result: pd.DataFrame  # the input's cells, `prediction` and `probability_<class>`
+    version: Any  # the registry's ModelVersion that predicted
+    ignored: list[str]  # input columns the model does not use
+    warnings: list[str]  # for people: a Rejected version, ignored columns
+
+
+def predict_registered(s3, bucket: str, reference: str, data: PredictionInput) -> Prediction:
+    """Predict `data` with a registered model (NAME, NAME:VERSION or NAME@ALIAS): the input is checked
+    against the version's signature before the model is loaded; a Rejected version predicts, with a
+    warning."""
+    from mltp import registry
+
+    name, version, alias = registry.parse_model_ref(reference)
+    found = registry.get_version(s3, bucket, name, version, alias)
+    features, ignored = model_inputs(data, found.signature)
+    model, _ = registry.load_model(s3, bucket, name, found.version)
+    warnings = [registry.rejection_warning(s3, bucket, found)] if found.approval == "Rejected" else []
+    if ignored:
+        warnings.append(f"ignoring columns the model does not use: {column_list(ignored)}")
+    return Prediction(predict_frame(model, features, data.cells), found, ignored, warnings)
 
 
 def predict_frame(model: Any, features: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:

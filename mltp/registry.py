@@ -224,6 +224,17 @@ def parse_pinned_ref(ref: str) -> tuple[str, int | None, str | None]:
     return name, version, alias
 
 
+def rejection_warning(s3, bucket: str, found: ModelVersion) -> str:
+    """What to say when a Rejected version is used: a judgement, not a lock, but nobody should miss it."""
+    rejections = [
+        event
+        for event in audit_log(s3, bucket, found.name)
+        if event["action"] == "approval" and event["version"] == found.version and event["to"] == "Rejected"
+    ]
+    why = f"{rejections[-1]['reason']}, by {rejections[-1]['actor']}" if rejections else "no reason recorded"
+    return f"{found.name}:{found.version} is Rejected ({why}); predicting with it anyway"
+
+
 def cli_actor() -> str:
     try:
         user = getpass.getuser()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 
+import pandas as pd
 import pytest
 from mcp import Client
 from sklearn import datasets as toy
@@ -33,7 +34,7 @@ READ_TOOLS = {
     "model_history",
     "platform_status",
 }
-WRITE_TOOLS = {"ingest_dataset", "promote_model", "approve_model", "reject_model"}
+WRITE_TOOLS = {"ingest_dataset", "promote_model", "approve_model", "reject_model", "predict"}
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def test_every_tool_is_titled_described_typed_and_honestly_annotated(platform) -
         if tool.name in READ_TOOLS:
             assert tool.annotations.open_world_hint is False, tool.name
         else:  # what a write replaces (an alias, an approval) is destructive; an ingest only adds
-            assert tool.annotations.destructive_hint is (tool.name != "ingest_dataset"), tool.name
+            additive = tool.name in ("ingest_dataset", "predict")
+            assert tool.annotations.destructive_hint is not additive, tool.name
         assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
         for name, schema in tool.input_schema.get("properties", {}).items():
             assert schema.get("description"), (tool.name, name)
@@ -240,6 +242,7 @@ WRITES = {
     "promote_model": {"reference": "iris:2"},
     "approve_model": {"reference": "iris:2", "reason": "looks right"},
     "reject_model": {"reference": "iris:2", "reason": "drifted"},
+    "predict": {"reference": "iris:1", "input_path": "batch.csv"},
 }
 
 
@@ -316,3 +319,84 @@ def test_every_call_is_audited_with_secrets_redacted(platform) -> None:
     assert planned["arguments"]["hyperparameters"] == {"api_key": "[redacted]", "n_neighbors": 3}
     assert all(record["duration_ms"] >= 0 and record["client"]["name"] for record in AUDITED)
     assert "s3cr3t" not in json.dumps(AUDITED)
+
+
+def iris_rows(count: int = 5) -> list[dict]:
+    frame = toy.load_iris(as_frame=True).frame.drop(columns="target")
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    return frame.sample(count, random_state=1).to_dict(orient="records")
+
+
+def test_predict_on_rows_given_in_the_call(platform, tmp_path) -> None:
+    rows = [{**row, "note": "extra"} for row in iris_rows()]
+    result = call(platform, "predict", {"reference": "iris@champion", "rows": rows},
+                  ServeOptions(allow_write=True, root=tmp_path))  # fmt: skip
+    answered = result.structured_content
+    assert (answered["model"], answered["version"], answered["rows"], answered["output"]) == (
+        "iris",
+        1,
+        5,
+        None,
+    )
+    assert [
+        set(row) >= {"prediction", "probability_0", "probability_2", "note"}
+        for row in answered["predictions"]
+    ]
+    assert (
+        answered["ignored_columns"] == ["note"]
+        and "ignoring columns the model does not use: note" in (answered["warnings"][0])
+    )
+    assert {row["prediction"] for row in answered["predictions"]} <= {0, 1, 2}
+
+
+def test_predict_on_a_file_under_the_root_writes_beside_it(platform, tmp_path) -> None:
+    pd.DataFrame(iris_rows(30)).to_csv(tmp_path / "batch.csv", sep=";", index=False)
+    result = call(platform, "predict", {"reference": "iris:1", "input_path": "batch.csv"},
+                  ServeOptions(allow_write=True, root=tmp_path))  # fmt: skip
+    answered = result.structured_content
+    written = pd.read_csv(tmp_path / "batch.predictions.csv")
+    assert (
+        answered["output"] == str(tmp_path / "batch.predictions.csv")
+        and len(written) == answered["rows"] == 30
+    )
+    assert len(answered["predictions"]) == 20  # a sample of a file's predictions
+    assert list(written["prediction"][:20]) == [row["prediction"] for row in answered["predictions"]]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"reference": "iris:1"}, "give either rows"),
+        ({"reference": "iris:1", "rows": iris_rows(1), "input_path": "batch.csv"}, "give either rows"),
+        ({"reference": "iris:1", "rows": iris_rows(1) * 1001}, "rows"),  # over the schema's 1,000
+        ({"reference": "iris:1", "input_path": "../batch.csv"}, "is outside the server's root"),
+        ({"reference": "iris:1", "input_path": f"s3://{DATA}/x.csv"}, "input_path is a local file"),
+        ({"reference": "ghost", "rows": iris_rows(1)}, "no model named 'ghost'"),
+        ({"reference": "iris:1", "rows": [{"sepal_length": 5.1}]}, "lacks columns the model needs"),
+        ({"reference": "iris:1", "rows": [{**iris_rows(1)[0], "petal_width": "inf"}]},
+         "column 'petal_width' has an infinite number in row 1"),
+        ({"reference": "iris:1", "rows": [{**iris_rows(1)[0], "prediction": 1}]},
+         "has column(s) the output adds: prediction"),
+    ],
+)  # fmt: skip
+def test_a_prediction_that_cannot_be_made_is_a_one_line_error(platform, tmp_path, arguments, message) -> None:
+    result = call(platform, "predict", arguments, ServeOptions(allow_write=True, root=tmp_path / "root"))
+    assert result.is_error and message in result.content[0].text, result.content
+    assert not list(tmp_path.glob("**/*.predictions.csv"))
+
+
+def test_predicting_with_a_rejected_version_warns(platform, tmp_path) -> None:
+    writable = ServeOptions(allow_write=True, root=tmp_path)
+    call(platform, "reject_model", {"reference": "iris:2", "reason": "drifted"}, writable)
+    answered = call(
+        platform, "predict", {"reference": "iris:2", "rows": iris_rows(2)}, writable
+    ).structured_content
+    warning = f"iris:2 is Rejected (drifted, by {answered_actor(platform)}); predicting with it anyway"
+    assert answered["warnings"] == [warning]
+
+
+def answered_actor(platform) -> str:
+    from mltp import registry
+
+    s3, bucket = platform.models()
+    return registry.audit_log(s3, bucket, "iris")[-1]["actor"]

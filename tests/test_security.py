@@ -58,7 +58,7 @@ from mltp.runs import job_id_of
 from mltp.s3_json import SSE, put_json, read_json
 from mltp.sandbox.lifecycle import SECRET_ACCESS_KEY
 from mltp.trainer.algorithms import ALGORITHMS
-from tests.conftest import prefect_http, start_mltp, wait_for
+from tests.conftest import MLTP, prefect_http, start_mltp, wait_for
 from tests.forked_cli import ForkedCommand
 
 SERVERS = pytest.mark.servers
@@ -367,6 +367,7 @@ class Run:
     since: datetime
     commands: dict[str, Command]
     reports: dict[str, dict] = field(default_factory=dict)
+    mcp: list[tuple[str, bytes]] = field(default_factory=list)  # each MCP answer, and the server's log
 
     def model(self, label: str) -> str:
         return self.reports[label]["model"]
@@ -436,11 +437,44 @@ def run(sandbox, tampered, tmp_path_factory) -> Run:
         assert run.reports[label]["registered"] and run.reports[label]["compute"]["backend"] == label
     failed = commands["failed"].finish()
     assert failed.returncode == 2 and TRAINER_FAILURE in failed.stderr, failed.stderr  # the user's to fix
+    run.mcp = ask_the_mcp_server(sandbox, run, tmp_path_factory.mktemp("mcp"))
     # The server stores events a moment after the CLI sent them: scan once both registrations are in.
     with prefect_http(sandbox.prefect_api_url) as api:
         wanted = {f"mltp.model.{run.model(label)}" for label in ("lambda", "ec2")}
         wait_for(lambda: wanted <= {e["resource"]["prefect.resource.id"] for e in _events(api, since)}, 60, 1)
     return run
+
+
+def ask_the_mcp_server(sandbox, run: Run, folder: Path) -> list[tuple[str, bytes]]:
+    """An agent's session over stdio: every read tool, a refused call and a write; what each call
+    answered, and everything the server logged (its audit lines included)."""
+    import asyncio
+
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    model = run.model("lambda")
+    calls = [
+        ("list_datasets", {}),
+        ("describe_dataset", {"name": run.dataset}),
+        ("plan_training", {"dataset": run.dataset, "algorithm": "knn"}),
+        ("list_models", {}),
+        ("describe_model", {"reference": model}),
+        ("model_history", {"name": model}),
+        ("platform_status", {}),
+        ("describe_model", {"reference": f"{model}:99"}),
+        ("approve_model", {"reference": f"{model}:1", "reason": "security scan"}),
+    ]
+    parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
+    log = folder / "server.log"
+
+    async def session() -> list[tuple[str, bytes]]:
+        with log.open("w") as errors:
+            async with Client(stdio_client(parameters, errlog=errors)) as client:
+                answers = [(tool, await client.call_tool(tool, arguments)) for tool, arguments in calls]
+        return [(f"mcp {tool}", answer.model_dump_json().encode()) for tool, answer in answers]
+
+    return [*asyncio.run(session()), ("mcp server log", log.read_bytes())]
 
 
 def canaries(run: Run, sandbox) -> dict[str, str]:
@@ -467,6 +501,7 @@ def canaries(run: Run, sandbox) -> dict[str, str]:
         "lambda:functions": "mltp.trainer.handler",
         "files:sandbox-home": ec2_job,  # the fleet's log of the instance's trainer
         "files:cli-prefect-home": TRAINER_FAILURE,  # the failed flow's persisted result: base64 of a pickle
+        "mcp": run.dataset,  # in the answers, and in the audit lines of the server's log
     }
 
 
@@ -480,6 +515,7 @@ def found(sandbox, run, tampered) -> dict[str, dict[str, list[str]]]:
     ]
     traces = itertools.chain(
         cli,
+        [("mcp", label, answer) for label, answer in run.mcp],
         prefect_traces(sandbox.prefect_api_url, run.since),
         s3_traces(sandbox.s3()),
         cloudwatch_traces(sandbox.client("logs"), sandbox.client("cloudwatch")),

@@ -147,18 +147,14 @@ def _summary_row(manifest: dict[str, Any], report: dict[str, Any]) -> dict[str, 
 
 def _predict_with_champion(name: str, csv: Path) -> dict[str, Any]:
     from blocks.platform import load_blocks
-    from mltp.predict import model_inputs, predict_frame, read_input
-    from mltp.registry import load_model
+    from mltp.predict import predict_registered, read_input
 
     blocks = load_blocks()
-    model, version = load_model(
-        blocks.credentials.get_client("s3"), blocks.models.bucket_name, name, alias="champion"
-    )
-    data = read_input(csv)
-    features, _ = model_inputs(data, version.signature)  # the target column is ignored
-    sample = predict_frame(model, features, data.cells).sample(5, random_state=7)  # both classes, every run
+    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    prediction = predict_registered(s3, bucket, f"{name}@champion", read_input(csv))  # the target is ignored
+    sample = prediction.result.sample(5, random_state=7)  # both classes, the same rows every run
     return {
-        "model": f"{name}@champion (v{version.version})",
+        "model": f"{name}@champion (v{prediction.version.version})",
         "rows": len(sample),
         "predicted": [int(value) for value in sample["prediction"]],
         "actual": [int(value) for value in sample["malignant"]],

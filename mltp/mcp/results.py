@@ -145,3 +145,16 @@ class ApprovalChange(BaseModel):
     version: int
     approval: str
     previous: str
+
+
+class PredictionResult(BaseModel):
+    model: str
+    version: int
+    rows: int
+    output: str | None = Field(description="The predictions file written beside the input (null for rows)")
+    predictions: list[dict[str, Any]] = Field(
+        description="The input's cells with prediction and probability_<class>: every row given, or the "
+        "first 20 of a file"
+    )
+    ignored_columns: list[str]
+    warnings: list[str] = Field(description="E.g. the version is Rejected")

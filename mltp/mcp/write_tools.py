@@ -4,7 +4,6 @@ s3:// sources only in the data bucket (or the prefixes it was given)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
@@ -12,8 +11,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from mltp.dataset_catalog import check_data_file
 from mltp.mcp.answers import answer
+from mltp.mcp.guards import allowed_source, require_write
 from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform, platform_errors
 from mltp.mcp.results import AliasMove, ApprovalChange, IngestedDataset
@@ -45,14 +44,14 @@ def register_write_tools(server: MCPServer, platform: Platform, options: ServeOp
     ) -> Annotated[CallToolResult, IngestedDataset]:
         """Upload, hash and profile a dataset in one pass (the ingest-dataset flow, as `mltp datasets
         ingest` runs it); the same bytes again change nothing."""
-        _require_write(options, "ingest_dataset")
+        require_write(options, "ingest_dataset")
         if auto_train and not target:
             raise ToolError("auto_train needs a target: training needs to know which column to predict")
         from flows.ingest import announce_dataset
         from flows.ingest import ingest_dataset as ingest_flow
 
         with platform_errors():
-            checked = _allowed_source(source, options, platform.data()[1])
+            checked = allowed_source(source, options, platform.data()[1])
             manifest = ingest_flow(source=checked, name=name, target=target, auto_train=auto_train)
             if auto_train and not manifest["created"]:  # asked to train bytes ingested before: train them
                 announce_dataset(manifest, auto_train=True)
@@ -75,7 +74,7 @@ def register_write_tools(server: MCPServer, platform: Platform, options: ServeOp
         """Move an alias (compare-and-swap; a Rejected version is refused), as `mltp models promote`."""
         from mltp import registry
 
-        _require_write(options, "promote_model")
+        require_write(options, "promote_model")
         with platform_errors():
             s3, bucket = platform.models()
             name, version, from_alias = registry.parse_pinned_ref(reference)
@@ -98,7 +97,7 @@ def register_write_tools(server: MCPServer, platform: Platform, options: ServeOp
         reference: Annotated[str, REFERENCE], reason: Annotated[str, REASON]
     ) -> Annotated[CallToolResult, ApprovalChange]:
         """Mark a version Approved, as `mltp models approve`."""
-        _require_write(options, "approve_model")
+        require_write(options, "approve_model")
         return _set_approval(platform, reference, "Approved", reason)
 
     @server.tool(title="Reject a model version", annotations=REGISTRY_CHANGE)
@@ -106,35 +105,8 @@ def register_write_tools(server: MCPServer, platform: Platform, options: ServeOp
         reference: Annotated[str, REFERENCE], reason: Annotated[str, REASON]
     ) -> Annotated[CallToolResult, ApprovalChange]:
         """Mark a version Rejected (no alias may point at it then), as `mltp models reject`."""
-        _require_write(options, "reject_model")
+        require_write(options, "reject_model")
         return _set_approval(platform, reference, "Rejected", reason)
-
-
-def _require_write(options: ServeOptions, tool: str) -> None:
-    if not options.allow_write:
-        raise ToolError(
-            f"{tool} changes the platform and this server is read-only: start it with "
-            "`mltp mcp serve --allow-write` to allow it"
-        )
-
-
-def _allowed_source(source: str, options: ServeOptions, data_bucket: str) -> str:
-    """`source` if the server may read it: under its root (after `..` and symlinks), or in S3 where it
-    was allowed to look."""
-    if source.startswith("s3://"):
-        allowed = (f"s3://{data_bucket}/", *options.s3_prefixes)
-        if not source.startswith(allowed):
-            raise ToolError(
-                f"{source} is outside the data bucket s3://{data_bucket}: start the server with "
-                "--allow-s3-prefix to allow other locations"
-            )
-        return source
-    root = options.root.resolve()
-    path = (root / Path(source).expanduser()).resolve()
-    if not path.is_relative_to(root):
-        raise ToolError(f"{source} is outside the server's root {root}: move the file there, or start the "
-                        "server with --root")  # fmt: skip
-    return str(check_data_file(path, source))  # a missing file is refused before a flow run starts
 
 
 def _actor() -> str:
