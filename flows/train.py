@@ -21,7 +21,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.context import get_run_context
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import Field
 
 from blocks.platform import PlatformBlocks, load_blocks
@@ -51,6 +50,7 @@ from mltp.errors import BucketError, MltpError
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds, progress_changed
+from mltp.prefect_api import flow_run_url
 from mltp.registry import (
     AliasRaceError,
     RejectedVersionError,
@@ -384,10 +384,8 @@ def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, fl
         shown = shown_metric(report["metrics"].get(gate.metric))
         logger.warning("not registered: %s %s fails the quality gate %s", gate.metric, shown, gate)
         return {"registered": False}
-    api = PREFECT_API_URL.value() or ""
-    url = f"{PREFECT_UI_URL.value() or api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
     champion = current_champion(blocks, name)
-    version = register_model(blocks, name, report, flow_run_id, url)
+    version = register_model(blocks, name, report, flow_run_id, flow_run_url(flow_run_id))
     promotion = None
     if promote:
         try:

@@ -77,3 +77,11 @@ def reread_prefect_settings() -> None:
 
     prefect.context.refresh_global_settings_context()
     prefect.logging.configuration.setup_logging(incremental=False)
+
+
+def flow_run_url(flow_run_id: str) -> str:
+    """The flow run's page in the Prefect UI (the API's address without /api unless the UI's is set)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    api = PREFECT_API_URL.value() or ""
+    return f"{PREFECT_UI_URL.value() or api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"

@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 DEPLOYMENTS = {
     "ingest-and-train",
+    "train-model",
     "retrain-nightly",
     "train-on-new-dataset",
     "watch-incoming",
@@ -193,7 +194,7 @@ def test_schedules_and_concurrency_limits(sandbox) -> None:
         assert (start.hour, start.minute) == (2, 0)
     assert [s["schedule"]["interval"] for s in deployment(sandbox, "reap-orphans")["schedules"]] == [900.0]
     assert [s["schedule"]["interval"] for s in deployment(sandbox, "watch-incoming")["schedules"]] == [60.0]
-    for name in ("ingest-and-train", "retrain-nightly", "train-on-new-dataset"):
+    for name in ("ingest-and-train", "train-model", "retrain-nightly", "train-on-new-dataset"):
         found = deployment(sandbox, name)
         assert found["global_concurrency_limit"]["limit"] == 2, name
         assert found["concurrency_options"]["collision_strategy"] == "ENQUEUE", name

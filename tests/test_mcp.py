@@ -33,8 +33,19 @@ READ_TOOLS = {
     "describe_model",
     "model_history",
     "platform_status",
+    "list_runs",
+    "get_run",
 }
-WRITE_TOOLS = {"ingest_dataset", "promote_model", "approve_model", "reject_model", "predict"}
+WRITE_TOOLS = {
+    "ingest_dataset",
+    "promote_model",
+    "approve_model",
+    "reject_model",
+    "predict",
+    "start_training",
+    "cancel_run",
+}
+ADDITIVE = {"ingest_dataset", "predict", "start_training"}  # they add; the other writes replace or stop
 
 
 @pytest.fixture
@@ -116,12 +127,10 @@ def test_every_tool_is_titled_described_typed_and_honestly_annotated(platform) -
     for tool in tools:
         assert tool.title and tool.description, tool.name
         assert tool.annotations.read_only_hint is (tool.name in READ_TOOLS), tool.name
-        assert tool.annotations.idempotent_hint, tool.name  # the same call again changes nothing more
-        if tool.name in READ_TOOLS:
-            assert tool.annotations.open_world_hint is False, tool.name
-        else:  # what a write replaces (an alias, an approval) is destructive; an ingest only adds
-            additive = tool.name in ("ingest_dataset", "predict")
-            assert tool.annotations.destructive_hint is not additive, tool.name
+        # The same call again changes nothing more; but each start_training call starts one more run.
+        assert tool.annotations.idempotent_hint is (tool.name != "start_training"), tool.name
+        if tool.name in WRITE_TOOLS:
+            assert tool.annotations.destructive_hint is (tool.name not in ADDITIVE), tool.name
         assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
         for name, schema in tool.input_schema.get("properties", {}).items():
             assert schema.get("description"), (tool.name, name)
@@ -243,6 +252,8 @@ WRITES = {
     "approve_model": {"reference": "iris:2", "reason": "looks right"},
     "reject_model": {"reference": "iris:2", "reason": "drifted"},
     "predict": {"reference": "iris:1", "input_path": "batch.csv"},
+    "start_training": {"dataset": "iris", "algorithm": "knn"},
+    "cancel_run": {"run_id": "00000000-0000-0000-0000-000000000000"},
 }
 
 
@@ -400,3 +411,30 @@ def answered_actor(platform) -> str:
 
     s3, bucket = platform.models()
     return registry.audit_log(s3, bucket, "iris")[-1]["actor"]
+
+
+@pytest.mark.parametrize(
+    ("options", "arguments", "message"),
+    [
+        (ServeOptions(allow_write=True, max_cost_usd=0.0), {}, "estimated cost $0.0"),
+        (ServeOptions(allow_write=True, max_cost_usd=0.0), {}, "over this server's cap of $0.00 a run"),
+        (
+            ServeOptions(allow_write=True, compute=("lambda",)),
+            {"compute": "ec2"},
+            "compute=ec2 is not allowed",
+        ),
+        (ServeOptions(allow_write=True, compute=("auto", "ec2")), {}, "the planner chose lambda, which this"),
+        (ServeOptions(allow_write=True), {"algorithm": "ridge"}, "'ridge' does only regression"),
+        (ServeOptions(allow_write=True), {"model_name": "Bad Name"}, "invalid model name 'Bad Name'"),
+        (ServeOptions(allow_write=True), {"dataset": "ghost"}, "no dataset named 'ghost'"),
+    ],
+)
+def test_a_training_run_is_planned_and_refused_before_anything_starts(platform, options, arguments, message):
+    result = call(platform, "start_training", {"dataset": "iris", "algorithm": "knn", **arguments}, options)
+    assert message in error_line(result)
+
+
+@pytest.mark.parametrize("tool", ["get_run", "cancel_run"])
+def test_a_run_id_that_is_not_one_is_refused(platform, tool) -> None:
+    result = call(platform, tool, {"run_id": "../etc"}, ServeOptions(allow_write=True))
+    assert "'../etc' is not a run id: use one start_training or list_runs gave" in error_line(result)

@@ -94,3 +94,45 @@ def test_with_writes_allowed_an_agent_ingests_under_the_root_and_every_call_is_a
 
     events = wait_for(lambda: len(found := audited()) >= 3 and found, timeout=30)
     assert sorted(e["payload"]["outcome"] for e in events) == ["error", "ok", "ok"]
+
+
+def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, iris) -> None:
+    import time
+
+    model = f"{iris}-agent"
+    parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
+
+    async def calls(client):
+        request = {"dataset": iris, "algorithm": "knn", "compute": "local", "model_name": model}
+        started = await client.call_tool("start_training", request)
+        assert not started.is_error, started.content
+        run_id = started.structured_content["flow_run_id"]
+        deadline = time.monotonic() + 240
+        while True:  # the agent's session may end here: the worker runs it
+            run = await client.call_tool("get_run", {"run_id": run_id})
+            if run.structured_content["state"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            assert time.monotonic() < deadline, run.structured_content
+            await asyncio.sleep(1)
+        listed = await client.call_tool("list_runs", {"dataset": iris})
+        described = await client.call_tool("describe_model", {"reference": model})
+        ended = await client.call_tool("cancel_run", {"run_id": run_id})
+        return started, run, listed, described, ended
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    started, run, listed, described, ended = asyncio.run(go())
+    plan, answered = started.structured_content["plan"], run.structured_content
+    assert plan["backend"] == "local" and started.structured_content["ui_url"].endswith(
+        answered["flow_run_id"]
+    )
+    assert answered["state"] == "COMPLETED", answered
+    assert answered["parameters"]["dataset"] == iris and answered["last_log_lines"]
+    assert answered["flow_run_id"] in [r["flow_run_id"] for r in listed.structured_content["runs"]]
+    assert described.structured_content["lineage"]["flow_run_id"] == answered["flow_run_id"]
+    assert (
+        ended.is_error
+        and "has already ended (COMPLETED): there is nothing to cancel" in ended.content[0].text
+    )

@@ -18,7 +18,7 @@ app = typer.Typer(help="The MCP server agents drive the platform through.")
 ALLOW_WRITE = typer.Option(
     False,
     "--allow-write",
-    help="Allow the tools that change the platform (ingest, promote, approve, reject).",
+    help="Allow the tools that change the platform (ingest, train, cancel, promote, approve, predict...).",
 )
 
 
@@ -31,6 +31,12 @@ def serve(
     allow_s3_prefix: list[str] = typer.Option(
         [], "--allow-s3-prefix", help="An s3://bucket/prefix/ sources may come from besides the data bucket."
     ),
+    max_cost_usd: float = typer.Option(
+        1.0, "--max-cost-usd", min=0, help="Refuse a training run whose plan estimates more (USD)."
+    ),
+    compute: str = typer.Option(
+        "auto,lambda,ec2,local", "--compute", help="The compute start_training may ask for, comma-separated."
+    ),
 ) -> None:
     """Serve the platform's tools over stdio (an agent's MCP client starts this command).
 
@@ -42,6 +48,10 @@ def serve(
     bad = [prefix for prefix in allow_s3_prefix if not prefix.startswith("s3://") or prefix.count("/") < 3]
     if bad:
         raise ConfigError(f"--allow-s3-prefix {bad[0]!r}: give s3://bucket/ or s3://bucket/prefix/")
+    allowed = tuple(choice.strip() for choice in compute.split(",") if choice.strip())
+    unknown = sorted(set(allowed) - {"auto", "lambda", "ec2", "local"})
+    if unknown or not allowed:
+        raise ConfigError(f"--compute {compute!r}: list some of auto, lambda, ec2, local")
     quiet_prefect_console()
     with prefect_connection():
         from prefect.events.worker import EventsWorker
@@ -50,7 +60,11 @@ def serve(
         from mltp.mcp.server import build_server
 
         options = ServeOptions(
-            allow_write=allow_write, root=root.resolve(), s3_prefixes=tuple(allow_s3_prefix)
+            allow_write=allow_write,
+            root=root.resolve(),
+            s3_prefixes=tuple(allow_s3_prefix),
+            max_cost_usd=max_cost_usd,
+            compute=allowed,
         )
         try:
             build_server(options=options).run("stdio")

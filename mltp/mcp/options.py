@@ -12,3 +12,5 @@ class ServeOptions:
     allow_write: bool = False  # ingest, promote, approve, reject
     root: Path = field(default_factory=Path.cwd)  # local files are taken only below it
     s3_prefixes: tuple[str, ...] = ()  # s3:// sources beyond the data bucket, e.g. s3://bucket/exports/
+    max_cost_usd: float = 1.00  # a training run whose plan estimates more is refused
+    compute: tuple[str, ...] = ("auto", "lambda", "ec2", "local")  # what start_training may ask for

@@ -158,3 +158,30 @@ class PredictionResult(BaseModel):
     )
     ignored_columns: list[str]
     warnings: list[str] = Field(description="E.g. the version is Rejected")
+
+
+class RunStarted(BaseModel):
+    flow_run_id: str
+    name: str
+    plan: TrainingPlan
+    ui_url: str = Field(description="The run's page in the Prefect UI")
+
+
+class RunSummary(BaseModel):
+    flow_run_id: str
+    name: str
+    state: str = Field(
+        description="SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLING, CANCELLED, ..."
+    )
+    state_message: str | None = Field(description="Why it ended as it did (a failure's one-line cause)")
+    dataset: str | None
+    parameters: dict[str, Any]
+    started_at: str | None
+    ended_at: str | None
+    progress: float | None = Field(description="0..1 from the run's progress artifact, when it has one")
+    ui_url: str
+    last_log_lines: list[str] = Field(description="The flow's last log lines, trainers' lines included")
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]

@@ -15,6 +15,7 @@ from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform
 from mltp.mcp.predict_tool import register_predict_tool
 from mltp.mcp.read_tools import register_read_tools
+from mltp.mcp.run_tools import register_run_tools
 from mltp.mcp.write_tools import register_write_tools
 
 INSTRUCTIONS = (
@@ -22,8 +23,9 @@ INSTRUCTIONS = (
     "cost, scikit-learn training orchestrated by Prefect, and a model registry. Look before you act: "
     "list_datasets and describe_dataset show what can be trained (columns, types, target), plan_training "
     "shows where a job would run, how long and what it would cost without starting anything, and "
-    "describe_model compares a version with the champion. Write tools (ingest, promote, approve, reject, "
-    "predict) work only when the server was started with --allow-write."
+    "describe_model compares a version with the champion. start_training returns at once with a run id: "
+    "follow the run with get_run. Tools that change the platform (ingest, train, cancel, promote, "
+    "approve, reject, predict) work only when the server was started with --allow-write."
 )
 
 
@@ -40,4 +42,5 @@ def build_server(platform: Platform | None = None, options: ServeOptions | None 
     register_read_tools(server, platform)
     register_write_tools(server, platform, options)
     register_predict_tool(server, platform, options)
+    register_run_tools(server, platform, options)
     return server
