@@ -97,8 +97,6 @@ def test_with_writes_allowed_an_agent_ingests_under_the_root_and_every_call_is_a
 
 
 def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, iris) -> None:
-    import time
-
     model = f"{iris}-agent"
     parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
 
@@ -107,13 +105,15 @@ def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, 
         started = await client.call_tool("start_training", request)
         assert not started.is_error, started.content
         run_id = started.structured_content["flow_run_id"]
-        deadline = time.monotonic() + 240
-        while True:  # the agent's session may end here: the worker runs it
-            run = await client.call_tool("get_run", {"run_id": run_id})
-            if run.structured_content["state"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                break
-            assert time.monotonic() < deadline, run.structured_content
-            await asyncio.sleep(1)
+        seen = []  # the agent's session could end here: the worker runs the training
+
+        async def progress(value, total, message):
+            seen.append((value, total, message))
+
+        run = await client.call_tool(
+            "wait_for_run", {"run_id": run_id, "max_wait_s": 240}, progress_callback=progress
+        )
+        assert seen and all(total == 1.0 for _, total, _ in seen), seen
         listed = await client.call_tool("list_runs", {"dataset": iris})
         described = await client.call_tool("describe_model", {"reference": model})
         ended = await client.call_tool("cancel_run", {"run_id": run_id})
@@ -136,3 +136,46 @@ def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, 
         ended.is_error
         and "has already ended (COMPLETED): there is nothing to cancel" in ended.content[0].text
     )
+
+
+def test_an_agent_cancels_a_run_on_ec2_and_its_instances_are_terminated(sandbox, iris) -> None:
+    ec2 = sandbox.client("ec2")
+    parameters = StdioServerParameters(
+        command=MLTP, args=["mcp", "serve", "--allow-write", "--max-cost-usd", "5"], env=sandbox.env
+    )
+
+    def instances(run_id: str, states: list[str]) -> list[str]:
+        filters = [{"Name": "tag:mltp:flow-run-id", "Values": [run_id]},
+                   {"Name": "instance-state-name", "Values": states}]  # fmt: skip
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    async def calls(client):
+        slow = {"dataset": iris, "algorithm": "random_forest", "compute": "ec2", "model_name": f"{iris}-slow",
+                "hyperparameters": {"n_estimators": 4000},  # seconds a candidate, many candidates
+                "grid": {"max_depth": list(range(2, 30))}}  # fmt: skip
+        started = await client.call_tool("start_training", slow)
+        assert not started.is_error, started.content
+        run_id = started.structured_content["flow_run_id"]
+        launched = await anyio_to_thread(
+            lambda: wait_for(lambda: instances(run_id, ["pending", "running"]), 120)
+        )
+        cancelled = await client.call_tool("cancel_run", {"run_id": run_id})
+        ended = await client.call_tool("wait_for_run", {"run_id": run_id, "max_wait_s": 90})
+        return run_id, launched, cancelled, ended
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    run_id, launched, cancelled, ended = asyncio.run(go())
+    assert not cancelled.is_error and cancelled.structured_content["state"] in ("CANCELLING", "CANCELLED")
+    assert ended.structured_content["state"] == "CANCELLED", ended.structured_content
+    wait_for(lambda: not instances(run_id, ["pending", "running", "stopping", "stopped"]), timeout=60)
+    assert set(launched) <= set(instances(run_id, ["shutting-down", "terminated"]))
+
+
+async def anyio_to_thread(function):
+    import anyio
+
+    return await anyio.to_thread.run_sync(function)

@@ -4,10 +4,12 @@ and refused over the server's cost cap or outside the compute it allows."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 from uuid import UUID
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
@@ -22,6 +24,8 @@ from mltp.mcp.results import RunList, RunStarted, RunSummary, TrainingPlan
 TRAINING_DEPLOYMENT = "train-model/train-model"
 TRAINING_FLOWS = ["train-model", "ingest-and-train"]  # the runs these tools look at and may cancel
 LOG_LINES = 20
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+MAX_WAIT_S, WAIT_POLL_S = 600.0, 1.0
 START = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
 )
@@ -155,6 +159,30 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
             summary, f"{summary.name}: {summary.state}{progress}; {summary.state_message or ''}".rstrip()
         )
 
+    @server.tool(title="Wait for a training run", annotations=READ_ONLY)
+    async def wait_for_run(
+        run_id: Annotated[str, RUN_ID],
+        ctx: Context,
+        max_wait_s: Annotated[
+            float, Field(gt=0, le=MAX_WAIT_S, description="Return after this long even if the run goes on")
+        ] = MAX_WAIT_S,
+    ) -> Annotated[CallToolResult, RunSummary]:
+        """Wait (at most 10 minutes a call) until the run ends, sending progress notifications from the
+        run's own progress meanwhile; then the run as get_run reports it. Call again if it still runs."""
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            summary = await anyio.to_thread.run_sync(_read_run, run_id, False)
+            await ctx.report_progress(summary.progress or 0.0, 1.0, f"{summary.name}: {summary.state}")
+            if summary.state in ENDED or time.monotonic() >= deadline:
+                break
+            await anyio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0)))
+        summary = await anyio.to_thread.run_sync(_read_run, run_id, True)
+        if summary.state not in ENDED:
+            return answer(
+                summary, f"{summary.name} still {summary.state} after {max_wait_s:.0f} s: wait again"
+            )
+        return answer(summary, f"{summary.name}: {summary.state}; {summary.state_message or ''}".rstrip("; "))
+
     @server.tool(title="Cancel a training run", annotations=CANCEL)
     def cancel_run(run_id: Annotated[str, RUN_ID]) -> Annotated[CallToolResult, RunSummary]:
         """Cancel a training run: the worker stops it, and the flow's hooks terminate its instances."""
@@ -163,7 +191,7 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
 
         require_write(options, "cancel_run")
         summary = _read_run(run_id, with_logs=False)
-        if summary.state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+        if summary.state in ENDED:
             raise ToolError(f"run {run_id} has already ended ({summary.state}): there is nothing to cancel")
         with platform_errors(), get_client(sync_client=True) as client:
             client.set_flow_run_state(UUID(run_id), Cancelling())
