@@ -15,6 +15,7 @@ from sklearn import datasets as toy
 
 from blocks.platform import build_blocks
 from mltp import datasets, registry
+from mltp.errors import MltpError
 from mltp.jobs import build_job_spec, write_job
 from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform
@@ -439,3 +440,36 @@ def test_a_training_run_is_planned_and_refused_before_anything_starts(platform, 
 def test_a_run_id_that_is_not_one_is_refused(platform, tool) -> None:
     result = call(platform, tool, {"run_id": "../etc"}, ServeOptions(allow_write=True))
     assert "'../etc' is not a run id: use one start_training or list_runs gave" in error_line(result)
+
+
+def test_tools_and_exclude_tools_narrow_what_an_agent_sees(platform) -> None:
+    options = ServeOptions(
+        allow_write=True, tools=("list_datasets", "predict", "get_run"), exclude_tools=("get_run",)
+    )
+
+    async def go():
+        async with Client(build_server(platform, options)) as client:
+            names = [tool.name for tool in (await client.list_tools()).tools]
+            return names, await client.call_tool("describe_dataset", {"name": "iris"})
+
+    names, hidden = asyncio.run(go())
+    assert names == ["list_datasets", "predict"]
+    assert hidden.is_error and "describe_dataset" in hidden.content[0].text
+    with pytest.raises(
+        MltpError, match="unknown tool\\(s\\) bogus: the tools are list_datasets, describe_dataset"
+    ):
+        build_server(platform, ServeOptions(exclude_tools=("bogus",)))
+
+
+def test_twenty_concurrent_read_calls_are_each_answered_correctly(platform) -> None:
+    calls = [("describe_model", {"reference": f"iris:{1 + n % 2}"}) for n in range(10)] + [
+        ("describe_dataset", {"name": "iris"}) for _ in range(10)
+    ]
+
+    async def go():
+        async with Client(build_server(platform)) as client:
+            return await asyncio.gather(*(client.call_tool(tool, arguments) for tool, arguments in calls))
+
+    answers = asyncio.run(go())
+    assert [a.structured_content["version"] for a in answers[:10]] == [1 + n % 2 for n in range(10)]
+    assert all(a.structured_content["rows"] == 150 for a in answers[10:])

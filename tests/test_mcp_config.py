@@ -132,6 +132,9 @@ def test_the_printed_entry_starts_a_server_that_lists_its_tools(client, sandbox)
         (["--root", "/no/such/folder"], "--root /no/such/folder: not a folder"),
         (["--allow-s3-prefix", "bucket/prefix/"], "--allow-s3-prefix 'bucket/prefix/': give s3://bucket/"),
         (["--allow-s3-prefix", "s3://bucket"], "--allow-s3-prefix 's3://bucket': give s3://bucket/"),
+        (["--tools", "list_datasets,bogus"], "unknown tool(s) bogus: the tools are list_datasets"),
+        (["--exclude-tools", "bogus"], "unknown tool(s) bogus"),
+        (["--compute", "gpu"], "--compute 'gpu': list some of auto, lambda, ec2, local"),
     ],
 )
 def test_serve_refuses_a_bad_option_in_one_line_before_it_starts(options, message, tmp_path) -> None:

@@ -37,6 +37,10 @@ def serve(
     compute: str = typer.Option(
         "auto,lambda,ec2,local", "--compute", help="The compute start_training may ask for, comma-separated."
     ),
+    tools: str | None = typer.Option(None, "--tools", help="Serve only these tools, comma-separated."),
+    exclude_tools: str = typer.Option(
+        "", "--exclude-tools", help="Never serve these tools, comma-separated."
+    ),
 ) -> None:
     """Serve the platform's tools over stdio (an agent's MCP client starts this command).
 
@@ -52,24 +56,31 @@ def serve(
     unknown = sorted(set(allowed) - {"auto", "lambda", "ec2", "local"})
     if unknown or not allowed:
         raise ConfigError(f"--compute {compute!r}: list some of auto, lambda, ec2, local")
+    from mltp.mcp.options import ServeOptions
+    from mltp.mcp.server import build_server
+
+    options = ServeOptions(
+        allow_write=allow_write,
+        root=root.resolve(),
+        s3_prefixes=tuple(allow_s3_prefix),
+        max_cost_usd=max_cost_usd,
+        compute=allowed,
+        tools=None if tools is None else _names(tools),
+        exclude_tools=_names(exclude_tools),
+    )
+    server = build_server(options=options)  # unknown tool names are refused before anything connects
     quiet_prefect_console()
     with prefect_connection():
         from prefect.events.worker import EventsWorker
 
-        from mltp.mcp.options import ServeOptions
-        from mltp.mcp.server import build_server
-
-        options = ServeOptions(
-            allow_write=allow_write,
-            root=root.resolve(),
-            s3_prefixes=tuple(allow_s3_prefix),
-            max_cost_usd=max_cost_usd,
-            compute=allowed,
-        )
         try:
-            build_server(options=options).run("stdio")
+            server.run("stdio")
         finally:
             EventsWorker.drain_all(timeout=10)  # the last calls' audit events leave before the process does
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 @app.command("config")

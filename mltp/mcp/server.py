@@ -43,4 +43,19 @@ def build_server(platform: Platform | None = None, options: ServeOptions | None 
     register_write_tools(server, platform, options)
     register_predict_tool(server, platform, options)
     register_run_tools(server, platform, options)
+    _narrow(server, options)
     return server
+
+
+def _narrow(server: MCPServer, options: ServeOptions) -> None:
+    """Leave only the tools --tools names and --exclude-tools does not: an agent never sees the rest."""
+    from mltp.errors import ConfigError
+
+    served = [tool.name for tool in server._tool_manager.list_tools()]  # the public list_tools is async
+    named = [*(options.tools or ()), *options.exclude_tools]
+    unknown = [name for name in named if name not in served]
+    if unknown:
+        raise ConfigError(f"unknown tool(s) {', '.join(unknown)}: the tools are {', '.join(served)}")
+    for name in served:
+        if (options.tools is not None and name not in options.tools) or name in options.exclude_tools:
+            server.remove_tool(name)
