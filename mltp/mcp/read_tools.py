@@ -30,6 +30,20 @@ AlgorithmName = Literal[tuple(ALGORITHMS)]  # the enum an agent picks from
 Compute = Literal["auto", "lambda", "ec2", "local"]
 Task = Literal["classification", "regression"]
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+# A training request's arguments, as plan_training and start_training take them.
+DatasetArgument = Annotated[str, Field(description="Dataset name, or NAME@VERSION")]
+AlgorithmArgument = Annotated[AlgorithmName, Field(description="The estimator (the task picks its class)")]
+TargetArgument = Annotated[str | None, Field(description="Target column (default: the one given at ingest)")]
+TaskArgument = Annotated[Task | None, Field(description="Default: inferred from the target")]
+HyperparametersArgument = Annotated[
+    dict[str, Any], Field(description='Fixed hyperparameters, e.g. {"n_estimators": 300}')
+]
+GridArgument = Annotated[
+    dict[str, list[Any]],
+    Field(description='Grid axes, e.g. {"max_depth": [4, 8]}: one candidate per combination'),
+]
+FoldsArgument = Annotated[int | None, Field(ge=2, le=20, description="k-fold instead of a holdout")]
+ComputeArgument = Annotated[Compute, Field(description="auto lets the planner choose")]
 
 
 def register_read_tools(server: MCPServer, platform: Platform) -> None:
@@ -61,38 +75,21 @@ def register_read_tools(server: MCPServer, platform: Platform) -> None:
 
     @server.tool(title="Plan a training job", annotations=READ_ONLY)
     def plan_training(
-        dataset: Annotated[str, Field(description="Dataset name, or NAME@VERSION")],
-        algorithm: Annotated[AlgorithmName, Field(description="The estimator (the task picks its class)")],
-        target: Annotated[
-            str | None, Field(description="Target column (default: the one given at ingest)")
-        ] = None,
-        task: Annotated[Task | None, Field(description="Default: inferred from the target")] = None,
-        hyperparameters: Annotated[
-            dict[str, Any], Field(description='Fixed hyperparameters, e.g. {"n_estimators": 300}')
-        ] = {},  # noqa: B006 - pydantic copies defaults
-        grid: Annotated[
-            dict[str, list[Any]],
-            Field(description='Grid axes, e.g. {"max_depth": [4, 8]}: one candidate per combination'),
-        ] = {},  # noqa: B006
-        folds: Annotated[int | None, Field(ge=2, le=20, description="k-fold instead of a holdout")] = None,
-        compute: Annotated[Compute, Field(description="auto lets the planner choose")] = "auto",
+        dataset: DatasetArgument,
+        algorithm: AlgorithmArgument,
+        target: TargetArgument = None,
+        task: TaskArgument = None,
+        hyperparameters: HyperparametersArgument = {},  # noqa: B006 - pydantic copies defaults
+        grid: GridArgument = {},  # noqa: B006
+        folds: FoldsArgument = None,
+        compute: ComputeArgument = "auto",
     ) -> Annotated[CallToolResult, TrainingPlan]:
         """Where a training job would run (Lambda, EC2 or local), how big, how long, what it would cost,
         and why: the same checks and plan as `mltp plan`. Starts nothing."""
-        from mltp.dataset_catalog import parse_reference
-        from mltp.jobs import expand_grid
-        from tasks.training import validate_and_plan
-
         with platform_errors():
-            name, version = parse_reference(dataset)
-            candidates = expand_grid(hyperparameters, grid)
-            _, spec, chosen = validate_and_plan(
-                platform.blocks(), name, version, algorithm, candidates, compute, target=target, task=task,
-                folds=folds,
-            )  # fmt: skip
-        plan = TrainingPlan(
-            **chosen.as_dict(), task=spec.task, target=spec.target, candidates=spec.candidates
-        )
+            _, _, plan = plan_request(
+                platform, dataset, algorithm, hyperparameters, grid, compute, target, task, folds
+            )
         size = f"{plan.instances} x {plan.instance_type}" if plan.backend == "ec2" else f"{plan.memory_mb} MB"
         return answer(
             plan,
@@ -177,6 +174,39 @@ def register_read_tools(server: MCPServer, platform: Platform) -> None:
     )
     def model_resource(name: str, version: str) -> str:
         return strict_dumps(_model(platform, f"{name}:{version}").model_dump(mode="json"), indent=2)
+
+
+def plan_request(
+    platform: Platform,
+    dataset: str,
+    algorithm: str,
+    hyperparameters: dict[str, Any],
+    grid: dict[str, list[Any]],
+    compute: str,
+    target: str | None,
+    task: str | None,
+    folds: int | None,
+) -> tuple[str, str | None, TrainingPlan]:
+    """The dataset's name and version, and the plan: every check `mltp plan` makes, no compute."""
+    from mltp.dataset_catalog import parse_reference
+    from mltp.jobs import expand_grid
+    from tasks.training import validate_and_plan
+
+    name, version = parse_reference(dataset)
+    candidates = expand_grid(hyperparameters, grid)
+    _, spec, chosen = validate_and_plan(
+        platform.blocks(),
+        name,
+        version,
+        algorithm,
+        candidates,
+        compute,
+        target=target,
+        task=task,
+        folds=folds,
+    )
+    plan = TrainingPlan(**chosen.as_dict(), task=spec.task, target=spec.target, candidates=spec.candidates)
+    return name, version, plan
 
 
 def _manifest(platform: Platform, name: str, version: str | None) -> DatasetManifest:

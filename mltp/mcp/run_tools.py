@@ -5,7 +5,7 @@ and refused over the server's cost cap or outside the compute it allows."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import anyio
@@ -18,8 +18,19 @@ from mltp.mcp.answers import answer
 from mltp.mcp.guards import require_write
 from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform, platform_errors
-from mltp.mcp.read_tools import READ_ONLY, AlgorithmName, Compute, Task
-from mltp.mcp.results import RunList, RunStarted, RunSummary, TrainingPlan
+from mltp.mcp.read_tools import (
+    READ_ONLY,
+    AlgorithmArgument,
+    ComputeArgument,
+    DatasetArgument,
+    FoldsArgument,
+    GridArgument,
+    HyperparametersArgument,
+    TargetArgument,
+    TaskArgument,
+    plan_request,
+)
+from mltp.mcp.results import RunList, RunStarted, RunSummary
 
 TRAINING_DEPLOYMENT = "train-model/train-model"
 TRAINING_FLOWS = ["train-model", "ingest-and-train"]  # the runs these tools look at and may cancel
@@ -38,20 +49,14 @@ RUN_ID = Field(description="The flow run id start_training returned (or list_run
 def register_run_tools(server: MCPServer, platform: Platform, options: ServeOptions) -> None:
     @server.tool(title="Start a training run", annotations=START)
     def start_training(
-        dataset: Annotated[str, Field(description="Dataset name, or NAME@VERSION")],
-        algorithm: Annotated[AlgorithmName, Field(description="The estimator (the task picks its class)")],
-        target: Annotated[
-            str | None, Field(description="Target column (default: the one given at ingest)")
-        ] = None,
-        task: Annotated[Task | None, Field(description="Default: inferred from the target")] = None,
-        hyperparameters: Annotated[
-            dict[str, Any], Field(description='Fixed hyperparameters, e.g. {"n_estimators": 300}')
-        ] = {},  # noqa: B006 - pydantic copies defaults
-        grid: Annotated[
-            dict[str, list[Any]], Field(description="Grid axes: one candidate per combination")
-        ] = {},  # noqa: B006
-        folds: Annotated[int | None, Field(ge=2, le=20, description="k-fold instead of a holdout")] = None,
-        compute: Annotated[Compute, Field(description="auto lets the planner choose")] = "auto",
+        dataset: DatasetArgument,
+        algorithm: AlgorithmArgument,
+        target: TargetArgument = None,
+        task: TaskArgument = None,
+        hyperparameters: HyperparametersArgument = {},  # noqa: B006 - pydantic copies defaults
+        grid: GridArgument = {},  # noqa: B006
+        folds: FoldsArgument = None,
+        compute: ComputeArgument = "auto",
         model_name: Annotated[str | None, Field(description="Model name (default: the dataset's)")] = None,
         max_runtime_minutes: Annotated[
             float, Field(gt=0, le=10080, description="Stop the job after this")
@@ -64,10 +69,8 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
         from prefect.deployments import run_deployment
 
         from mltp.dataset_catalog import parse_reference
-        from mltp.jobs import expand_grid
         from mltp.prefect_api import flow_run_url
         from mltp.registry import model_name_for, validate_model_name
-        from tasks.training import validate_and_plan
 
         require_write(options, "start_training")
         if compute not in options.compute:
@@ -75,19 +78,16 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
                 f"compute={compute} is not allowed by this server: use {', '.join(options.compute)}"
             )
         with platform_errors():
-            name, version = parse_reference(dataset)
-            validate_model_name(model_name or model_name_for(name))
-            candidates = expand_grid(hyperparameters, grid)
-            _, spec, chosen = validate_and_plan(
-                platform.blocks(), name, version, algorithm, candidates, compute, target=target, task=task,
-                folds=folds,
-            )  # fmt: skip
-            if chosen.backend not in options.compute and compute == "auto":
-                raise ToolError(f"the planner chose {chosen.backend}, which this server does not allow: "
+            validate_model_name(model_name or model_name_for(parse_reference(dataset)[0]))
+            name, version, plan = plan_request(
+                platform, dataset, algorithm, hyperparameters, grid, compute, target, task, folds
+            )
+            if plan.backend not in options.compute and compute == "auto":
+                raise ToolError(f"the planner chose {plan.backend}, which this server does not allow: "
                                 f"pass compute={' or '.join(options.compute)}")  # fmt: skip
-            if chosen.estimated_cost_usd > options.max_cost_usd:
+            if plan.estimated_cost_usd > options.max_cost_usd:
                 raise ToolError(
-                    f"the plan's estimated cost ${chosen.estimated_cost_usd:.4f} is over this server's cap "
+                    f"the plan's estimated cost ${plan.estimated_cost_usd:.4f} is over this server's cap "
                     f"of ${options.max_cost_usd:.2f} a run: train less, or start the server with a higher "
                     "--max-cost-usd"
                 )
@@ -102,9 +102,6 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
                 timeout=0,
                 tags=["mcp"],
             )  # fmt: skip
-        plan = TrainingPlan(
-            **chosen.as_dict(), task=spec.task, target=spec.target, candidates=spec.candidates
-        )
         started = RunStarted(
             flow_run_id=str(run.id), name=run.name, plan=plan, ui_url=flow_run_url(str(run.id))
         )
