@@ -37,6 +37,7 @@ READ_TOOLS = {
     "list_runs",
     "get_run",
     "wait_for_run",
+    "diagnose_run",
 }
 WRITE_TOOLS = {
     "ingest_dataset",
@@ -436,7 +437,7 @@ def test_a_training_run_is_planned_and_refused_before_anything_starts(platform, 
     assert message in error_line(result)
 
 
-@pytest.mark.parametrize("tool", ["get_run", "wait_for_run", "cancel_run"])
+@pytest.mark.parametrize("tool", ["get_run", "wait_for_run", "diagnose_run", "cancel_run"])
 def test_a_run_id_that_is_not_one_is_refused(platform, tool) -> None:
     result = call(platform, tool, {"run_id": "../etc"}, ServeOptions(allow_write=True))
     assert "'../etc' is not a run id: use one start_training or list_runs gave" in error_line(result)

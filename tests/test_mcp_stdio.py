@@ -179,3 +179,27 @@ async def anyio_to_thread(function):
     import anyio
 
     return await anyio.to_thread.run_sync(function)
+
+
+def test_an_agent_diagnoses_a_run_that_failed_on_the_trainer(sandbox, iris) -> None:
+    parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
+    refused_only_by_the_trainer = {"penalty": "elasticnet", "solver": "lbfgs"}
+
+    async def calls(client):
+        request = {"dataset": iris, "algorithm": "logistic_regression", "compute": "local",
+                   "hyperparameters": refused_only_by_the_trainer, "model_name": f"{iris}-bad"}  # fmt: skip
+        started = await client.call_tool("start_training", request)
+        assert not started.is_error, started.content
+        run_id = started.structured_content["flow_run_id"]
+        await client.call_tool("wait_for_run", {"run_id": run_id, "max_wait_s": 240})
+        return await client.call_tool("diagnose_run", {"run_id": run_id})
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    diagnosis = asyncio.run(go()).structured_content
+    assert diagnosis["run"]["state"] == "FAILED" and diagnosis["failure_kind"] == "user", diagnosis
+    assert "Solver lbfgs supports only 'l2' or None penalties" in diagnosis["error"]
+    assert any("Solver lbfgs supports only" in line for line in diagnosis["trainer_log_tail"]), diagnosis
+    assert diagnosis["what_to_do"].startswith("the data or the parameters: fix what the error names")

@@ -185,3 +185,15 @@ class RunSummary(BaseModel):
 
 class RunList(BaseModel):
     runs: list[RunSummary]
+
+
+class Diagnosis(BaseModel):
+    run: RunSummary
+    failure_kind: str | None = Field(
+        description="user, trainer, lost, interrupted or timeout, as the flow decided"
+    )
+    job_id: str | None = Field(description="The failing job (its CloudWatch log stream)")
+    error: str | None
+    trainer_log_tail: list[str] = Field(description="The failing trainer's last CloudWatch log lines")
+    instances: list[dict[str, Any]] = Field(description="The run's EC2 instances: state and state reason")
+    what_to_do: str

@@ -4,8 +4,9 @@ and refused over the server's cost cap or outside the compute it allows."""
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
@@ -30,13 +31,24 @@ from mltp.mcp.read_tools import (
     TaskArgument,
     plan_request,
 )
-from mltp.mcp.results import RunList, RunStarted, RunSummary
+from mltp.mcp.results import Diagnosis, RunList, RunStarted, RunSummary
 
 TRAINING_DEPLOYMENT = "train-model/train-model"
 TRAINING_FLOWS = ["train-model", "ingest-and-train"]  # the runs these tools look at and may cancel
 LOG_LINES = 20
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 MAX_WAIT_S, WAIT_POLL_S = 600.0, 1.0
+# The flow's failure message: "training failed (KIND): JOB_ID: what the trainer said"
+FAILURE = re.compile(r"training failed \((\w+)\): (\S+): (.*)")
+ADVICE = {
+    "user": "the data or the parameters: fix what the error names, then start_training again (a retry as is "
+    "fails the same way)",
+    "timeout": "it ran out of time: raise max_runtime_minutes, or train fewer candidates or smaller models",
+    "lost": "its compute was lost and relaunched up to max_relaunches: see the instances' state reasons; "
+    "start it again, on other compute if it keeps happening",
+    "interrupted": "spot capacity was reclaimed: start it again, or on demand",
+    "trainer": "the trainer failed: see its log tail; starting it again helps only once the cause is fixed",
+}
 START = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
 )
@@ -180,6 +192,24 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
             )
         return answer(summary, f"{summary.name}: {summary.state}; {summary.state_message or ''}".rstrip("; "))
 
+    @server.tool(title="Diagnose a training run", annotations=READ_ONLY)
+    def diagnose_run(run_id: Annotated[str, RUN_ID]) -> Annotated[CallToolResult, Diagnosis]:
+        """For a failed or stuck run, in one call: the failure kind the flow decided, its error, the
+        failing trainer's log tail from CloudWatch, its instances' states and state reasons, and what to
+        do."""
+        summary = _read_run(run_id, with_logs=True)
+        failure = FAILURE.search(summary.state_message or "")
+        kind, job_id, error = failure.groups() if failure else (None, None, summary.state_message)
+        with platform_errors():
+            instances = _instances(platform, run_id)
+            log_tail = _log_tail(platform, job_id) if job_id else []
+        diagnosis = Diagnosis(
+            run=summary, failure_kind=kind, job_id=job_id, error=error, trainer_log_tail=log_tail,
+            instances=instances, what_to_do=_advice(summary.state, kind),
+        )  # fmt: skip
+        return answer(diagnosis, f"{summary.name} {summary.state}" + (f" ({kind}): {error}" if kind else "")
+                      + f"; {diagnosis.what_to_do}")  # fmt: skip
+
     @server.tool(title="Cancel a training run", annotations=CANCEL)
     def cancel_run(run_id: Annotated[str, RUN_ID]) -> Annotated[CallToolResult, RunSummary]:
         """Cancel a training run: the worker stops it, and the flow's hooks terminate its instances."""
@@ -194,6 +224,51 @@ def register_run_tools(server: MCPServer, platform: Platform, options: ServeOpti
             client.set_flow_run_state(UUID(run_id), Cancelling())
         cancelled = _read_run(run_id, with_logs=False)
         return answer(cancelled, f"{cancelled.name}: {cancelled.state} (asked to cancel)")
+
+
+def _instances(platform: Platform, run_id: str) -> list[dict[str, Any]]:
+    """The run's EC2 instances (the flow tags them with its flow run id), with their state and reason."""
+    ec2 = platform.blocks().credentials.get_client("ec2")
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag:mltp:flow-run-id", "Values": [run_id]}]
+    )
+    return [
+        {
+            "instance_id": instance["InstanceId"],
+            "state": instance["State"]["Name"],
+            "state_reason": instance.get("StateReason", {}).get("Message"),
+            "job_id": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "mltp:job-id"), None),
+        }
+        for page in pages
+        for reservation in page["Reservations"]
+        for instance in reservation["Instances"]
+    ]
+
+
+def _log_tail(platform: Platform, job_id: str) -> list[str]:
+    """The failing trainer's last log lines: CloudWatch Logs, one stream per job."""
+    from botocore.exceptions import ClientError
+
+    from mltp.trainer.telemetry import LOG_GROUP
+
+    logs = platform.blocks().credentials.get_client("logs")
+    try:
+        events = logs.get_log_events(
+            logGroupName=LOG_GROUP, logStreamName=job_id, limit=LOG_LINES, startFromHead=False
+        )["events"]
+    except ClientError:  # the trainer never started, so it never logged
+        return []
+    return [event["message"].rstrip() for event in events]
+
+
+def _advice(state: str, kind: str | None) -> str:
+    if state not in ENDED:
+        return "it has not ended: follow it with wait_for_run, or cancel_run"
+    if state == "COMPLETED":
+        return "it succeeded: nothing to fix (describe_model shows what it registered)"
+    return ADVICE.get(
+        kind or "", "see the run's log lines and state message; start it again once the cause is fixed"
+    )
 
 
 def _read_run(run_id: str, with_logs: bool) -> RunSummary:
