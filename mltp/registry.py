@@ -662,6 +662,36 @@ def _describe(version: int | None) -> str:
     return "nothing" if version is None else f"version {version}"
 
 
+def point_alias(
+    s3,
+    bucket: str,
+    reference: str,
+    alias: str,
+    *,
+    actor: str,
+    reason: str | None,
+    expected_version: int | None,
+) -> tuple[str, int, int | None]:
+    """`mltp models promote` and the MCP tool: point `alias` at the version `reference` (NAME:VERSION or
+    NAME@ALIAS) names. Returns the name, the version and where the alias pointed before."""
+    name, version, from_alias = parse_pinned_ref(reference)
+    target = get_version(s3, bucket, name, version, from_alias).version
+    previous = set_alias(
+        s3, bucket, name, alias, target, actor=actor, reason=reason, expected_version=expected_version
+    )
+    return name, target, previous
+
+
+def change_approval(
+    s3, bucket: str, reference: str, status: str, *, actor: str, reason: str
+) -> tuple[str, int, str]:
+    """`mltp models approve|reject` and the MCP tools: the version `reference` names gets `status`.
+    Returns the name, the version and its previous status."""
+    name, version, alias = parse_pinned_ref(reference)
+    target = get_version(s3, bucket, name, version, alias).version
+    return name, target, set_approval(s3, bucket, name, target, status, actor=actor, reason=reason)
+
+
 def set_approval(s3, bucket: str, name: str, version: int, status: str, *, actor: str, reason: str) -> str:
     """Change a version's approval status with compare-and-swap; returns the previous status."""
     if status not in APPROVAL_STATES:

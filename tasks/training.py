@@ -18,8 +18,8 @@ from mltp.compute.ec2 import Ec2Backend, Ec2Settings
 from mltp.compute.local import LocalBackend
 from mltp.compute.trainer_code import publish_trainer_code
 from mltp.compute.user_data import render_user_data
-from mltp.dataset_catalog import get_manifest
-from mltp.jobs import build_job_spec, new_job_id, write_job
+from mltp.dataset_catalog import get_manifest, parse_reference
+from mltp.jobs import build_job_spec, expand_grid, new_job_id, write_job
 from mltp.monitor import LogCursor, Observation, poll
 from mltp.planning import LAMBDA_MAX_TIMEOUT_S, ComputePlan, Workload, plan_compute
 from mltp.runs import Shard, attempt_spec, split_candidates, write_run_record
@@ -63,6 +63,23 @@ def validate_and_plan(
         {**manifest, "target": spec.target}, algorithm, candidates, spec_options.get("folds")
     )
     return manifest, spec, plan_compute(workload, planner_settings(blocks), compute)
+
+
+def plan_request(
+    blocks: PlatformBlocks,
+    dataset: str,
+    algorithm: str,
+    hyperparameters: dict[str, Any],
+    grid: dict[str, list[Any]],
+    compute: str,
+    **spec_options: Any,
+) -> tuple[str, str | None, JobSpec, ComputePlan]:
+    """A training request as `mltp plan` and the MCP tools take it (NAME or NAME@VERSION, fixed
+    hyperparameters and grid axes): the dataset's name and version, the validated spec and the plan."""
+    name, version = parse_reference(dataset)
+    candidates = expand_grid(hyperparameters, grid)
+    _, spec, plan = validate_and_plan(blocks, name, version, algorithm, candidates, compute, **spec_options)
+    return name, version, spec, plan
 
 
 @task(name="plan-training", cache_policy=NO_CACHE, **AWS_RETRIES)

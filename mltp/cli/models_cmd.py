@@ -90,16 +90,12 @@ def promote(
     ),
 ) -> None:
     """Point an alias at a version (compare-and-swap; every move is in the audit log)."""
-    name, version, from_alias = registry.parse_pinned_ref(reference)
+    registry.parse_pinned_ref(reference)  # a bad reference is refused before anything connects
     with prefect_connection():
-        s3, bucket = models_bucket()
-        target = registry.get_version(s3, bucket, name, version, from_alias).version
-        previous = registry.set_alias(
-            s3,
-            bucket,
-            name,
+        name, target, previous = registry.point_alias(
+            *models_bucket(),
+            reference,
             alias,
-            target,
             actor=registry.cli_actor(),
             reason=reason,
             expected_version=expected,
@@ -109,12 +105,10 @@ def promote(
 
 
 def _set_approval(reference: str, status: str, reason: str) -> None:
-    name, version, alias = registry.parse_pinned_ref(reference)
+    registry.parse_pinned_ref(reference)  # a bad reference is refused before anything connects
     with prefect_connection():
-        s3, bucket = models_bucket()
-        target = registry.get_version(s3, bucket, name, version, alias).version
-        previous = registry.set_approval(
-            s3, bucket, name, target, status, actor=registry.cli_actor(), reason=reason
+        name, target, previous = registry.change_approval(
+            *models_bucket(), reference, status, actor=registry.cli_actor(), reason=reason
         )
     console.print(f"{name}:{target} {status} (was {previous})")
 

@@ -13,7 +13,7 @@ from mltp.cli.output import console, emit_json, quiet_prefect_console
 from mltp.cli.runlog import echo_run_log
 from mltp.dataset_catalog import parse_reference
 from mltp.errors import ConfigError, MltpError
-from mltp.jobs import expand_grid, parse_grid, parse_params
+from mltp.jobs import parse_grid, parse_params
 from mltp.monitor import MonitorSettings
 from mltp.planning import ComputePlan
 from mltp.s3_json import strict_dumps
@@ -57,18 +57,18 @@ def plan(
 ) -> None:
     """Where a training job would run, how big, how long, what it would cost, and why."""
     _check_choices(compute, task)
-    name, version = parse_reference(dataset)
-    candidates = expand_grid(parse_params(param), parse_grid(grid))
+    parse_reference(dataset)  # a bad reference is refused before anything connects
+    hyperparameters, axes = parse_params(param), parse_grid(grid)
     with prefect_connection():
         from blocks.platform import load_blocks
-        from tasks.training import validate_and_plan
+        from tasks.training import plan_request
 
-        _, spec, chosen = validate_and_plan(
+        _, _, spec, chosen = plan_request(
             load_blocks(),
-            name,
-            version,
+            dataset,
             algorithm,
-            candidates,
+            hyperparameters,
+            axes,
             compute,
             target=target,
             task=task,

@@ -187,19 +187,15 @@ def plan_request(
     task: str | None,
     folds: int | None,
 ) -> tuple[str, str | None, TrainingPlan]:
-    """The dataset's name and version, and the plan: every check `mltp plan` makes, no compute."""
-    from mltp.dataset_catalog import parse_reference
-    from mltp.jobs import expand_grid
-    from tasks.training import validate_and_plan
+    """The dataset's name and version, and the plan as a result: every check `mltp plan` makes."""
+    from tasks import training
 
-    name, version = parse_reference(dataset)
-    candidates = expand_grid(hyperparameters, grid)
-    _, spec, chosen = validate_and_plan(
+    name, version, spec, chosen = training.plan_request(
         platform.blocks(),
-        name,
-        version,
+        dataset,
         algorithm,
-        candidates,
+        hyperparameters,
+        grid,
         compute,
         target=target,
         task=task,

@@ -76,15 +76,10 @@ def register_write_tools(server: MCPServer, platform: Platform, options: ServeOp
 
         require_write(options, "promote_model")
         with platform_errors():
-            s3, bucket = platform.models()
-            name, version, from_alias = registry.parse_pinned_ref(reference)
-            target = registry.get_version(s3, bucket, name, version, from_alias).version
-            previous = registry.set_alias(
-                s3,
-                bucket,
-                name,
+            name, target, previous = registry.point_alias(
+                *platform.models(),
+                reference,
                 alias,
-                target,
                 actor=_actor(),
                 reason=reason,
                 expected_version=expected_version,
@@ -119,9 +114,8 @@ def _set_approval(platform: Platform, reference: str, status: str, reason: str) 
     from mltp import registry
 
     with platform_errors():
-        s3, bucket = platform.models()
-        name, version, alias = registry.parse_pinned_ref(reference)
-        target = registry.get_version(s3, bucket, name, version, alias).version
-        previous = registry.set_approval(s3, bucket, name, target, status, actor=_actor(), reason=reason)
+        name, target, previous = registry.change_approval(
+            *platform.models(), reference, status, actor=_actor(), reason=reason
+        )
     change = ApprovalChange(name=name, version=target, approval=status, previous=previous)
     return answer(change, f"{name}:{target} {status} (was {previous})")
