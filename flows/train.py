@@ -18,7 +18,12 @@ from typing import Annotated, Any
 import httpx
 from botocore.exceptions import ClientError
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.context import get_run_context
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
@@ -58,7 +63,7 @@ from mltp.registry import (
     shown_metric,
     validate_model_name,
 )
-from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd
+from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd, run_folder
 from tasks.registry import announce, check_model_name, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
@@ -68,6 +73,7 @@ from tasks.training import (
     publish_trainer,
     read_summary,
     record_run,
+    store_run_report,
     terminate_compute,
     write_job_spec,
 )
@@ -181,6 +187,7 @@ def train_model(
         report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
         if best is not None and register_best:
             report.update(_register(blocks, name, report, gate, promote, str(flow_run.id)))
+        store_run_report(blocks, prepared.run_id, report)
     if best is None:
         failed = next(shard for shard in shards if shard.outcome == "failed")
         raise TrainingFailed(
@@ -243,6 +250,12 @@ class _Watch:
         for shard in self.shards:
             self._launch(shard)
         self.artifact = create_progress_artifact(0.0, description=self._describe_progress(0.0, None))
+        create_link_artifact(
+            f"s3://{self.blocks.models.bucket_name}/{run_folder(self.prepared.run_id)}",
+            link_text=self.prepared.run_id,
+            description="The run's folder: its record (run.json), its jobs, and when it ends its report "
+            "(report.json)",
+        )
         window_start = datetime.now(UTC) - timedelta(minutes=1)
         while any(shard.active for shard in self.shards):
             time.sleep(self.settings.interval(time.monotonic() - self.started))
@@ -260,7 +273,7 @@ class _Watch:
                 "flow_run_id": self.flow_run_id,
                 "backend": plan.backend,
                 "deadline": self.prepared.deadline.isoformat(timespec="seconds"),
-                "jobs": [shard.spec.job_id for shard in self.shards],
+                "jobs": [shard.as_dict() for shard in self.shards],
                 "launches": self.launches,
             },
         )
@@ -300,6 +313,7 @@ class _Watch:
             {shard.spec.job_id for shard in active if shard.last_heartbeat},
         )
         now = datetime.now(UTC)
+        settled = False
         for shard in active:
             job_id = shard.spec.job_id
             shard.progress = max(shard.progress, observation.progress.get(job_id, 0.0))
@@ -317,11 +331,15 @@ class _Watch:
             )
             if verdict.outcome != "running":
                 self._settle(shard, verdict, observation.statuses.get(job_id))
+                settled = True
         for shard in self.shards:  # capacity errors at launch wait for the next tick to retry
             if shard.outcome == "pending" and shard.launched is None and shard.attempts:
                 self._launch(shard)
         self._show_progress()
-        if time.monotonic() - self.last_lease > LEASE_RENEW_S:
+        # The record shows each job's fate as soon as it is known while the others go on.
+        if (settled and any(shard.active for shard in self.shards)) or (
+            time.monotonic() - self.last_lease > LEASE_RENEW_S
+        ):
             self._record()
 
     def _settle(self, shard: Shard, verdict: Verdict, status: dict[str, Any] | None = None) -> None:

@@ -21,6 +21,7 @@ from mltp.compute.ec2 import (
     instance_tags,
     tagged_instances,
 )
+from mltp.runs import RECORD, run_folder
 from mltp.s3_json import read_json
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
@@ -184,7 +185,7 @@ def reap(
 
 
 def _watched_at(s3, bucket: str, run_id: str) -> datetime | None:
-    record, _ = read_json(s3, bucket, f"runs/{run_id}/run.json")
+    record, _ = read_json(s3, bucket, run_folder(run_id) + RECORD)
     return parse_time(record.get("watched_at")) if record else None
 
 

@@ -130,10 +130,24 @@ def observed_cost_usd(
     return 0.0
 
 
+def run_folder(run_id: str) -> str:
+    """Everything of a run in the models bucket: its record, its jobs' specs and outputs, its report."""
+    return f"runs/{run_id}/"
+
+
+RECORD, REPORT = "run.json", "report.json"
+
+
 def write_run_record(s3, bucket: str, run_id: str, record: dict[str, Any]) -> None:
-    """`runs/<run_id>/run.json`: who launched what, stored before any launch and renewed while watched
-    (`watched_at`), so a cleanup in another process or the reaper can tell an abandoned run."""
-    put_json(s3, bucket, f"runs/{run_id}/run.json", {**record, "watched_at": _now()})
+    """`runs/<run_id>/run.json`: who launched what and how each job fares, stored before any launch and
+    renewed while watched (`watched_at`), so a cleanup in another process or the reaper can tell an
+    abandoned run."""
+    put_json(s3, bucket, run_folder(run_id) + RECORD, {**record, "watched_at": _now()})
+
+
+def write_run_report(s3, bucket: str, run_id: str, report: dict[str, Any]) -> None:
+    """`runs/<run_id>/report.json`: the run's final report, as `mltp train --json` prints it."""
+    put_json(s3, bucket, run_folder(run_id) + REPORT, report)
 
 
 def _now() -> str:

@@ -22,7 +22,7 @@ from mltp.dataset_catalog import get_manifest, parse_reference
 from mltp.jobs import build_job_spec, expand_grid, new_job_id, write_job
 from mltp.monitor import LogCursor, Observation, poll
 from mltp.planning import LAMBDA_MAX_TIMEOUT_S, ComputePlan, Workload, plan_compute
-from mltp.runs import Shard, attempt_spec, split_candidates, write_run_record
+from mltp.runs import Shard, attempt_spec, split_candidates, write_run_record, write_run_report
 from mltp.trainer.spec import JobSpec
 from tasks.retries import AWS_RETRIES
 
@@ -185,6 +185,11 @@ def write_job_spec(blocks: PlatformBlocks, shard: Shard) -> str:
 @task(name="record-run", cache_policy=NO_CACHE, **AWS_RETRIES)
 def record_run(blocks: PlatformBlocks, run_id: str, record: dict[str, Any]) -> None:
     write_run_record(blocks.credentials.get_client("s3"), blocks.models.bucket_name, run_id, record)
+
+
+@task(name="store-run-report", cache_policy=NO_CACHE, **AWS_RETRIES)
+def store_run_report(blocks: PlatformBlocks, run_id: str, report: dict[str, Any]) -> None:
+    write_run_report(blocks.credentials.get_client("s3"), blocks.models.bucket_name, run_id, report)
 
 
 @task(name="launch-job", cache_policy=NO_CACHE, **AWS_RETRIES)
