@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 
+import mcp_types
 import pandas as pd
 import pytest
 from mcp import Client
@@ -144,6 +145,7 @@ def test_every_tool_is_titled_described_typed_and_honestly_annotated(platform) -
     assert sorted(t.uri_template for t in templates) == [
         "mltp://datasets/{name}",
         "mltp://models/{name}/{version}",
+        "mltp://runs/{run_id}",
     ]
 
 
@@ -474,3 +476,37 @@ def test_twenty_concurrent_read_calls_are_each_answered_correctly(platform) -> N
     answers = asyncio.run(go())
     assert [a.structured_content["version"] for a in answers[:10]] == [1 + n % 2 for n in range(10)]
     assert all(a.structured_content["rows"] == 150 for a in answers[10:])
+
+
+def start_with_confirmation(platform, answer: str | None) -> tuple[object, list[str]]:
+    """start_training on a server that wants confirmation above $0; the client answers `answer` (accept
+    with start=false, decline, cancel) or, with None, cannot be asked at all."""
+    asked: list[str] = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return mcp_types.ElicitResult(action=answer, content={"start": False} if answer == "accept" else None)
+
+    async def go():
+        server = build_server(platform, ServeOptions(allow_write=True, confirm_above_usd=0.0))
+        async with Client(server, elicitation_callback=elicit if answer else None) as client:
+            return await client.call_tool("start_training", {"dataset": "iris", "algorithm": "knn"})
+
+    return asyncio.run(go()), asked
+
+
+def test_above_the_confirmation_threshold_a_client_that_cannot_ask_is_refused(platform) -> None:
+    result, asked = start_with_confirmation(platform, None)
+    line = error_line(result)
+    assert "estimated cost $0.0" in line and asked == []
+    assert "over $0.00, which needs the user's confirmation, and this client cannot ask" in line
+    assert "--confirm-above-usd" in line
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline", "cancel"])
+def test_above_the_confirmation_threshold_the_user_is_asked_and_no_is_no(platform, answer) -> None:
+    """The yes is test_mcp_stdio.py's: it starts a run."""
+    result, asked = start_with_confirmation(platform, answer)
+    assert "and the user did not confirm: nothing was started" in error_line(result)
+    [question] = asked
+    assert question.startswith("Start training on lambda for about ") and "estimated cost $0.0" in question

@@ -4,8 +4,12 @@ the environment the client passes), against the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import uuid
 
+import mcp_types
 import pytest
 from mcp import Client, StdioServerParameters
 from sklearn import datasets as toy
@@ -96,12 +100,32 @@ def test_with_writes_allowed_an_agent_ingests_under_the_root_and_every_call_is_a
     assert sorted(e["payload"]["outcome"] for e in events) == ["error", "ok", "ok"]
 
 
-def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, iris) -> None:
-    model = f"{iris}-agent"
-    parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
+@pytest.mark.parametrize("compute", ["lambda", "ec2"])
+def test_the_whole_loop_from_an_agent(sandbox, tmp_path, compute) -> None:
+    """Ingest a CSV -> plan -> start training (the user confirms its cost when asked) -> wait with progress
+    notifications -> get_run and the run's report -> list and describe models -> predict, on `compute`."""
+    frame = toy.load_iris(as_frame=True).frame
+    frame.to_csv(tmp_path / "flowers.csv", index=False)
+    name = f"mcp-loop-{compute}-{uuid.uuid4().hex[:6]}"
+    parameters = StdioServerParameters(
+        command=MLTP,
+        args=["mcp", "serve", "--allow-write", "--root", str(tmp_path), "--confirm-above-usd", "0"],
+        env=sandbox.env,
+    )
+    questions, answers = [], iter([("decline", None), ("accept", {"start": True})])
+
+    async def confirm(context, params):
+        questions.append(params.message)
+        action, content = next(answers)
+        return mcp_types.ElicitResult(action=action, content=content)
 
     async def calls(client):
-        request = {"dataset": iris, "algorithm": "knn", "compute": "local", "model_name": model}
+        ingested = await client.call_tool(
+            "ingest_dataset", {"source": "flowers.csv", "name": name, "target": "target"}
+        )
+        request = {"dataset": name, "algorithm": "knn", "compute": compute}
+        plan = await client.call_tool("plan_training", request)
+        declined = await client.call_tool("start_training", request)
         started = await client.call_tool("start_training", request)
         assert not started.is_error, started.content
         run_id = started.structured_content["flow_run_id"]
@@ -110,32 +134,82 @@ def test_an_agent_starts_a_training_run_follows_it_and_finds_the_model(sandbox, 
         async def progress(value, total, message):
             seen.append((value, total, message))
 
-        run = await client.call_tool(
+        waited = await client.call_tool(
             "wait_for_run", {"run_id": run_id, "max_wait_s": 240}, progress_callback=progress
         )
-        assert seen and all(total == 1.0 for _, total, _ in seen), seen
-        listed = await client.call_tool("list_runs", {"dataset": iris})
-        described = await client.call_tool("describe_model", {"reference": model})
+        run = await client.call_tool("get_run", {"run_id": run_id})
+        report = await client.read_resource(f"mltp://runs/{run_id}")
+        listed = await client.call_tool("list_runs", {"dataset": name})
+        models = await client.call_tool("list_models", {})
+        described = await client.call_tool("describe_model", {"reference": name})
+        rows = frame.drop(columns="target").head(3).to_dict(orient="records")
+        predicted = await client.call_tool("predict", {"reference": f"{name}:1", "rows": rows})
         ended = await client.call_tool("cancel_run", {"run_id": run_id})
-        return started, run, listed, described, ended
+        return (ingested, plan, declined, started, seen, waited, run, report, listed, models, described,
+                predicted, ended)  # fmt: skip
+
+    async def go():
+        async with Client(parameters, elicitation_callback=confirm) as client:
+            return await calls(client)
+
+    (ingested, plan, declined, started, seen, waited, run, report, listed, models, described, predicted,
+     ended) = asyncio.run(go())  # fmt: skip
+    assert not ingested.is_error and ingested.structured_content["rows"] == 150, ingested.content
+    assert plan.structured_content["backend"] == compute
+    assert "the user did not confirm: nothing was started" in declined.content[0].text
+    assert len(questions) == 2 and questions[0].startswith("Start training on ") and "$0.00" in questions[0]
+    assert started.structured_content["plan"] == plan.structured_content
+    assert seen and all(total == 1.0 for _, total, _ in seen), seen
+    answered = run.structured_content
+    assert waited.structured_content["state"] == answered["state"] == "COMPLETED", answered
+    assert started.structured_content["ui_url"].endswith(answered["flow_run_id"])
+    assert answered["parameters"]["dataset"] == name and answered["last_log_lines"]
+    assert (answered["backend"], answered["registered_version"]) == (compute, 1)
+    [job] = answered["jobs"]
+    assert (job["state"], job["backend"], len(job["attempts"])) == ("succeeded", compute, 1)
+    assert answered["metrics"]["accuracy"] > 0.8 and answered["cost_usd_observed"] >= 0
+    assert answered["cost_usd_estimate"] == plan.structured_content["estimated_cost_usd"]
+    assert f"registered version 1; ${answered['cost_usd_observed']:.4f}" in run.content[0].text
+    assert json.loads(report.contents[0].text)["jobs"] == answered["jobs"]
+    assert answered["flow_run_id"] in [r["flow_run_id"] for r in listed.structured_content["runs"]]
+    assert {"name": name, "latest_version": 1} in [
+        {key: m[key] for key in ("name", "latest_version")} for m in models.structured_content["models"]
+    ]
+    assert described.structured_content["lineage"]["flow_run_id"] == answered["flow_run_id"]
+    assert not predicted.is_error, predicted.content
+    assert [row["prediction"] for row in predicted.structured_content["predictions"]] == [0, 0, 0]
+    assert (
+        ended.is_error
+        and "has already ended (COMPLETED): there is nothing to cancel" in ended.content[0].text
+    )
+
+
+def test_three_concurrent_starts_each_run_and_register(sandbox, iris) -> None:
+    parameters = StdioServerParameters(command=MLTP, args=["mcp", "serve", "--allow-write"], env=sandbox.env)
+    models = [f"{iris}-together-{n}" for n in range(3)]
+
+    async def calls(client):
+        requests = [{"dataset": iris, "algorithm": "knn", "compute": "local", "model_name": model}
+                    for model in models]  # fmt: skip
+        started = await asyncio.gather(*(client.call_tool("start_training", r) for r in requests))
+        assert not any(answer.is_error for answer in started), [answer.content for answer in started]
+        run_ids = [answer.structured_content["flow_run_id"] for answer in started]
+        waits = (
+            client.call_tool("wait_for_run", {"run_id": run_id, "max_wait_s": 300}) for run_id in run_ids
+        )
+        return run_ids, await asyncio.gather(*waits)
 
     async def go():
         async with Client(parameters) as client:
             return await calls(client)
 
-    started, run, listed, described, ended = asyncio.run(go())
-    plan, answered = started.structured_content["plan"], run.structured_content
-    assert plan["backend"] == "local" and started.structured_content["ui_url"].endswith(
-        answered["flow_run_id"]
-    )
-    assert answered["state"] == "COMPLETED", answered
-    assert answered["parameters"]["dataset"] == iris and answered["last_log_lines"]
-    assert answered["flow_run_id"] in [r["flow_run_id"] for r in listed.structured_content["runs"]]
-    assert described.structured_content["lineage"]["flow_run_id"] == answered["flow_run_id"]
-    assert (
-        ended.is_error
-        and "has already ended (COMPLETED): there is nothing to cancel" in ended.content[0].text
-    )
+    run_ids, runs = asyncio.run(go())
+    assert len(set(run_ids)) == 3
+    answered = [run.structured_content for run in runs]
+    assert [run["flow_run_id"] for run in answered] == run_ids
+    assert [
+        (run["state"], run["parameters"]["model_name"], run["registered_version"]) for run in answered
+    ] == [("COMPLETED", model, 1) for model in models], answered
 
 
 def test_an_agent_cancels_a_run_on_ec2_and_its_instances_are_terminated(sandbox, iris) -> None:
@@ -203,3 +277,55 @@ def test_an_agent_diagnoses_a_run_that_failed_on_the_trainer(sandbox, iris) -> N
     assert "Solver lbfgs supports only 'l2' or None penalties" in diagnosis["error"]
     assert any("Solver lbfgs supports only" in line for line in diagnosis["trainer_log_tail"]), diagnosis
     assert diagnosis["what_to_do"].startswith("the data or the parameters: fix what the error names")
+
+
+def test_an_agent_diagnoses_a_run_whose_trainers_were_killed(sandbox, iris) -> None:
+    """Each attempt's trainer is killed (kill -9, as an out-of-memory kill does): the instance is lost, the
+    job relaunched up to max_relaunches (2), then the run fails; diagnose_run shows every attempt."""
+    from tests.test_train_on_aws import ec2_trainers
+
+    parameters = StdioServerParameters(
+        command=MLTP, args=["mcp", "serve", "--allow-write", "--max-cost-usd", "5"], env=sandbox.env
+    )
+    ec2 = sandbox.client("ec2")
+
+    def trainers_of(run_id: str) -> dict[str, int]:
+        ours = ec2.describe_instances(Filters=[{"Name": "tag:mltp:flow-run-id", "Values": [run_id]}])
+        ids = {i["InstanceId"] for r in ours["Reservations"] for i in r["Instances"]}
+        return {instance: pid for instance, pid in ec2_trainers(sandbox).items() if instance in ids}
+
+    def new_trainer(run_id: str, known: list[str]) -> tuple[str, int] | None:
+        return next(((i, pid) for i, pid in trainers_of(run_id).items() if i not in known), None)
+
+    def kill_every_attempt(run_id: str) -> list[str]:
+        killed: list[str] = []
+        while len(killed) < 3:
+            instance, pid = wait_for(lambda: new_trainer(run_id, killed), timeout=120, every=0.05)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(instance)
+        return killed
+
+    async def calls(client):
+        slow = {"dataset": iris, "algorithm": "random_forest", "compute": "ec2", "model_name": f"{iris}-oom",
+                "hyperparameters": {"n_estimators": 4000}}  # fmt: skip
+        started = await client.call_tool("start_training", slow)
+        assert not started.is_error, started.content
+        run_id = started.structured_content["flow_run_id"]
+        killed = await anyio_to_thread(lambda: kill_every_attempt(run_id))
+        await client.call_tool("wait_for_run", {"run_id": run_id, "max_wait_s": 240})
+        return killed, await client.call_tool("diagnose_run", {"run_id": run_id})
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    killed, answered = asyncio.run(go())
+    diagnosis = answered.structured_content
+    assert diagnosis["run"]["state"] == "FAILED" and diagnosis["failure_kind"] == "lost", diagnosis
+    assert "is terminated" in diagnosis["error"] and "after 3 attempts" in diagnosis["error"]
+    assert [attempt["handle"] for attempt in diagnosis["attempts"]] == killed
+    assert {attempt["kind"] for attempt in diagnosis["attempts"]} == {"lost"}
+    assert {i["instance_id"]: i["state"] for i in diagnosis["instances"]} == dict.fromkeys(
+        killed, "terminated"
+    )
+    assert diagnosis["what_to_do"].startswith("its compute was lost and relaunched up to max_relaunches")

@@ -13,6 +13,7 @@ class ServeOptions:
     root: Path = field(default_factory=Path.cwd)  # local files are taken only below it
     s3_prefixes: tuple[str, ...] = ()  # s3:// sources beyond the data bucket, e.g. s3://bucket/exports/
     max_cost_usd: float = 1.00  # a training run whose plan estimates more is refused
+    confirm_above_usd: float | None = None  # above this, the user confirms (or, without elicitation, refused)
     compute: tuple[str, ...] = ("auto", "lambda", "ec2", "local")  # what start_training may ask for
     tools: tuple[str, ...] | None = None  # serve only these tools (None: all)
     exclude_tools: tuple[str, ...] = ()  # and never these

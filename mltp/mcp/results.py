@@ -179,8 +179,25 @@ class RunSummary(BaseModel):
     started_at: str | None
     ended_at: str | None
     progress: float | None = Field(description="0..1 from the run's progress artifact, when it has one")
+    eta_s: float | None = Field(None, description="Seconds left at its average rate so far, while it runs")
     ui_url: str
     last_log_lines: list[str] = Field(description="The flow's last log lines, trainers' lines included")
+    # From the run's record and report in S3: get_run, wait_for_run and diagnose_run fill these, list_runs not
+    run_id: str | None = Field(
+        None, description="The platform's run id: its S3 folder runs/<run_id>/ and log streams <run_id>-*"
+    )
+    backend: str | None = Field(None, description="lambda, ec2 or local, as planned")
+    jobs: list[dict[str, Any]] = Field(
+        [],
+        description="Each job (a share of the candidates on one instance or invocation): backend, handle, "
+        "state, failure kind and message, metrics, duration and every attempt",
+    )
+    metrics: dict[str, float | None] | None = Field(None, description="The best candidate's holdout metrics")
+    registered_version: int | None = Field(None, description="The model version it registered")
+    cost_usd_estimate: float | None = Field(None, description="The plan's estimate")
+    cost_usd_observed: float | None = Field(
+        None, description="What the trainers' time cost at on-demand prices, once it ended"
+    )
 
 
 class RunList(BaseModel):
@@ -195,5 +212,9 @@ class Diagnosis(BaseModel):
     job_id: str | None = Field(description="The failing job (its CloudWatch log stream)")
     error: str | None
     trainer_log_tail: list[str] = Field(description="The failing trainer's last CloudWatch log lines")
+    attempts: list[dict[str, Any]] = Field(
+        description="The failing job's attempts: the instance or Lambda request, when launched and "
+        "settled, outcome, kind and message"
+    )
     instances: list[dict[str, Any]] = Field(description="The run's EC2 instances: state and state reason")
     what_to_do: str

@@ -16,6 +16,7 @@ from mltp.mcp.platform import Platform
 from mltp.mcp.predict_tool import register_predict_tool
 from mltp.mcp.read_tools import register_read_tools
 from mltp.mcp.run_tools import register_run_tools
+from mltp.mcp.start_tool import register_start_tool
 from mltp.mcp.write_tools import register_write_tools
 
 INSTRUCTIONS = (
@@ -42,6 +43,7 @@ def build_server(platform: Platform | None = None, options: ServeOptions | None 
     register_read_tools(server, platform)
     register_write_tools(server, platform, options)
     register_predict_tool(server, platform, options)
+    register_start_tool(server, platform, options)
     register_run_tools(server, platform, options)
     _narrow(server, options)
     return server
