@@ -1,8 +1,9 @@
-"""`mltp mcp serve`: the MCP server for agents (Kiro, Claude Code, Cursor, VS Code), over stdio; `mltp mcp
-config`: the entry each of those clients needs to start it."""
+"""`mltp mcp serve`: the MCP server for agents (Kiro, Claude Code, Cursor, VS Code), over stdio or
+streamable HTTP; `mltp mcp config`: the entry each of those clients needs to start it."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -34,6 +35,13 @@ def serve(
     max_cost_usd: float = typer.Option(
         1.0, "--max-cost-usd", min=0, help="Refuse a training run whose plan estimates more (USD)."
     ),
+    confirm_above_usd: float | None = typer.Option(
+        None,
+        "--confirm-above-usd",
+        min=0,
+        help="Ask the user to confirm a training run whose plan estimates more (USD); where the client "
+        "cannot ask, refuse it.",
+    ),
     compute: str = typer.Option(
         "auto,lambda,ec2,local", "--compute", help="The compute start_training may ask for, comma-separated."
     ),
@@ -41,11 +49,19 @@ def serve(
     exclude_tools: str = typer.Option(
         "", "--exclude-tools", help="Never serve these tools, comma-separated."
     ),
+    http: str | None = typer.Option(
+        None,
+        "--http",
+        metavar="HOST:PORT",
+        help="Serve streamable HTTP on this loopback address instead of stdio; clients send the token in "
+        "MLTP_MCP_TOKEN as Authorization: Bearer.",
+    ),
 ) -> None:
     """Serve the platform's tools over stdio (an agent's MCP client starts this command).
 
     Read-only unless --allow-write. It finds the Prefect API and the blocks the way every `mltp` command
-    does; stdout carries the protocol, so everything else goes to stderr."""
+    does; stdout carries the protocol, so everything else goes to stderr. With --http HOST:PORT it serves
+    streamable HTTP at http://HOST:PORT/mcp instead, to requests bearing the token in MLTP_MCP_TOKEN."""
     root = (root or Path.cwd()).expanduser()
     if not root.is_dir():
         raise ConfigError(f"--root {root}: not a folder: give the folder agents may read files from")
@@ -56,6 +72,11 @@ def serve(
     unknown = sorted(set(allowed) - {"auto", "lambda", "ec2", "local"})
     if unknown or not allowed:
         raise ConfigError(f"--compute {compute!r}: list some of auto, lambda, ec2, local")
+    endpoint = None
+    if http is not None:
+        from mltp.mcp.http_transport import http_endpoint
+
+        endpoint = http_endpoint(http)
     from mltp.mcp.options import ServeOptions
     from mltp.mcp.server import build_server
 
@@ -64,17 +85,24 @@ def serve(
         root=root.resolve(),
         s3_prefixes=tuple(allow_s3_prefix),
         max_cost_usd=max_cost_usd,
+        confirm_above_usd=confirm_above_usd,
         compute=allowed,
         tools=None if tools is None else _names(tools),
         exclude_tools=_names(exclude_tools),
     )
     server = build_server(options=options)  # unknown tool names are refused before anything connects
     quiet_prefect_console()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per Prefect API call, amid the audit
     with prefect_connection():
         from prefect.events.worker import EventsWorker
 
         try:
-            server.run("stdio")
+            if endpoint is None:
+                server.run("stdio")
+            else:
+                from mltp.mcp.http_transport import serve_http
+
+                serve_http(server, endpoint)
         finally:
             EventsWorker.drain_all(timeout=10)  # the last calls' audit events leave before the process does
 
