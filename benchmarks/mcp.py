@@ -289,10 +289,12 @@ def footnotes(results: Results, total_seconds: float) -> str:
             "",
             "The first call of a tool includes its imports and, for the session's first call, loading the "
             "platform's blocks from the Prefect API (once per server, as every `mltp` command loads them "
-            "once per process); later calls reuse the blocks and their AWS clients. platform_status does "
-            "not: like `mltp doctor`, every call runs the checks afresh, loading the blocks again (new AWS "
-            "clients) and asking the Prefect API, STS, both buckets and EC2. Every call is audited: a line "
-            "of the server's log (its stderr, kept in a file) and a Prefect event, sent in the background.",
+            "once per process); later calls reuse the blocks and their AWS clients. So does platform_status, "
+            "and one Prefect client kept open, but like `mltp doctor` every call runs the checks afresh: it "
+            "asks the Prefect API (health, version), STS, both buckets (five S3 requests each) and EC2 (the "
+            "subnet, security groups and AMI configured: none in the sandbox) again, the buckets and EC2 at "
+            "once on threads, and keeps no answer. Every call is audited: a line of the server's log (its "
+            "stderr, kept in a file) and a Prefect event, sent in the background.",
             "",
             f"moto, the Prefect server, the fleet, the MCP server and the client share the same "
             f"{os.cpu_count()} cores.",

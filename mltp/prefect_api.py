@@ -51,17 +51,20 @@ def activated(url: str) -> Iterator[None]:
         yield
 
 
-def server_version(target: ApiTarget) -> str:
-    """The server's version; `PrefectApiError` when it does not answer. Call inside `activated`."""
-    from prefect.client.orchestration import get_client
+def server_version(target: ApiTarget, client=None) -> str:
+    """The server's version; `PrefectApiError` when it does not answer. Call inside `activated`; `client`:
+    the sync Prefect client to ask through (default: a new one)."""
+    if client is None:
+        from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        problem = client.api_healthcheck()
-        if problem is None:
-            try:
-                return client.api_version()
-            except Exception as error:  # any transport or HTTP failure means the same to the user
-                problem = error
+        with get_client(sync_client=True) as client:
+            return server_version(target, client)
+    problem = client.api_healthcheck()
+    if problem is None:
+        try:
+            return client.api_version()
+        except Exception as error:  # any transport or HTTP failure means the same to the user
+            problem = error
     reason = str(problem).splitlines()[0] if str(problem) else type(problem).__name__
     raise PrefectApiError(
         f"the Prefect API at {target.url} (from {target.source}) is unreachable ({reason}): {HOW_TO_GET_ONE}",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+import contextvars
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -56,11 +59,43 @@ class _Step:
     gates: str | None = None  # when set, a failure skips every later step, which "needs" this
 
 
+class Sources(Protocol):
+    """Where the checks get the blocks and the clients they ask through. `mltp doctor` makes them afresh
+    (`Afresh`); a long-lived server keeps them across calls (the MCP server's `Platform`). Either way
+    every check asks its service again: only the means of asking are reused."""
+
+    def blocks(self) -> Any: ...
+
+    def prefect_client(self, url: str) -> AbstractContextManager[Any]:
+        """A sync Prefect client for `url`, the API the settings point at when this is called."""
+        ...
+
+    def single_attempt_client(self, blocks: Any, service: str) -> Any: ...
+
+
+class Afresh:
+    """`Sources` made anew for one run of the checks."""
+
+    def blocks(self) -> Any:
+        from blocks.platform import load_blocks
+
+        return load_blocks()
+
+    def prefect_client(self, url: str) -> AbstractContextManager[Any]:
+        from prefect.client.orchestration import get_client
+
+        return get_client(sync_client=True)  # for the API the settings point at: `url`
+
+    def single_attempt_client(self, blocks: Any, service: str) -> Any:
+        return blocks.single_attempt_client(service)
+
+
 class _Checkup:
     """The checks in order. Each probe returns a detail line or raises; state flows to later probes."""
 
-    def __init__(self, stack: ExitStack) -> None:
+    def __init__(self, stack: ExitStack, sources: Sources | None = None) -> None:
         self.stack = stack
+        self.sources = sources or Afresh()
         self.api_url: str | None = None
         self.blocks = None
         self.account: str | None = None
@@ -76,17 +111,19 @@ class _Checkup:
         ]
 
     def prefect_api(self) -> str:
+        from prefect.settings import PREFECT_API_URL
+
         from mltp.prefect_api import activated, resolve_api, server_version
 
         target = resolve_api(mltp_home())
         self.api_url = target.url
-        self.stack.enter_context(activated(target.url))
-        return f"Prefect {server_version(target)} at {target.url} ({target.source})"
+        if PREFECT_API_URL.value() != target.url:  # a server already points there: no new settings
+            self.stack.enter_context(activated(target.url))
+        with self.sources.prefect_client(target.url) as client:
+            return f"Prefect {server_version(target, client)} at {target.url} ({target.source})"
 
     def load_blocks(self) -> str:
-        from blocks.platform import load_blocks
-
-        self.blocks = load_blocks()
+        self.blocks = self.sources.blocks()
         names = [name for name, _ in self.blocks.named()]
         return f"{len(names)} blocks: {', '.join(names)}"
 
@@ -95,7 +132,7 @@ class _Checkup:
 
     def credentials(self) -> str:
         # One attempt: a diagnosis should answer at once, not retry an unreachable endpoint for a minute.
-        identity = caller_identity(self.blocks.single_attempt_client)
+        identity = caller_identity(lambda service: self.sources.single_attempt_client(self.blocks, service))
         self.account = identity["account"]
         return f"account {identity['account']} as {identity['arn']}"
 
@@ -136,20 +173,47 @@ class _Checkup:
         return f"{settings.instance_type} in {subnet}, AMI {ami}"
 
 
-def run_checks() -> tuple[str | None, list[Check]]:
-    """All checks in order; a failed gating check skips the ones after it."""
+def _batches(steps: list[_Step]) -> Iterator[list[_Step]]:
+    """Each gating step alone, and each run of steps between them together: those need only what the
+    gates before them established, so they ask their services at once."""
+    batch: list[_Step] = []
+    for step in steps:
+        if step.gates:
+            if batch:
+                yield batch
+            yield [step]
+            batch = []
+        else:
+            batch.append(step)
+    if batch:
+        yield batch
+
+
+def _run_all(batch: list[_Step]) -> list[Check]:
+    if len(batch) == 1:
+        return [_run(batch[0].name, batch[0].probe)]
+    with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="mltp-check") as pool:
+        # Each thread sees the settings of this one (the Prefect API it points at).
+        futures = [pool.submit(contextvars.copy_context().run, _run, step.name, step.probe) for step in batch]
+        return [future.result() for future in futures]
+
+
+def run_checks(sources: Sources | None = None) -> tuple[str | None, list[Check]]:
+    """All checks in order; a failed gating check skips the ones after it. The checks between two gates
+    run concurrently. `sources`: where the blocks and clients come from (default: `Afresh`)."""
     checks: list[Check] = []
     with ExitStack() as stack:
-        checkup = _Checkup(stack)
+        checkup = _Checkup(stack, sources)
         missing: str | None = None
-        for step in checkup.steps():
+        for batch in _batches(checkup.steps()):
             if missing:
-                checks.append(Check(step.name, "skip", f"needs {missing}"))
+                checks.extend(Check(step.name, "skip", f"needs {missing}") for step in batch)
                 continue
-            check = _run(step.name, step.probe)
-            checks.append(check)
-            if check.status != "ok" and step.gates:
-                missing = step.gates
+            ran = _run_all(batch)
+            checks.extend(ran)
+            gate = batch[0].gates
+            if gate and ran[0].status != "ok":
+                missing = gate
     return checkup.api_url, checks
 
 

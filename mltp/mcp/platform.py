@@ -1,5 +1,6 @@
 """What the MCP tools reach the platform through: the blocks (loaded once, as every `mltp` command loads
-them), and the one place a failure becomes the one-line error result an agent reads."""
+them) and the clients kept with them, and the one place a failure becomes the one-line error result an
+agent reads."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class Platform:
         self._blocks = blocks
         self._lock = threading.Lock()  # tools run on worker threads
         self._audit_sink = audit_sink or _to_prefect
+        self._single_attempt: dict[str, Any] = {}  # service -> client, for the blocks above
+        self._prefect_clients: dict[str, Any] = {}  # API URL -> an open sync Prefect client
 
     def audit(self, record: dict[str, Any]) -> None:
         """One line of the server's log (stderr: the client keeps it) and, by default, a Prefect event."""
@@ -38,6 +41,30 @@ class Platform:
 
                 self._blocks = load_blocks()
             return self._blocks
+
+    # What `mltp.cli.doctor_cmd.run_checks` takes as its `Sources`: platform_status asks the services
+    # afresh on every call, through the blocks and clients kept here.
+
+    def single_attempt_client(self, blocks, service: str):
+        """`blocks.single_attempt_client(service)`, made once (a boto3 client is safe across threads)."""
+        with self._lock:
+            if blocks is not self._blocks:  # not the server's blocks: nothing to keep
+                return blocks.single_attempt_client(service)
+            if service not in self._single_attempt:
+                self._single_attempt[service] = blocks.single_attempt_client(service)
+            return self._single_attempt[service]
+
+    def prefect_client(self, url: str) -> contextlib.AbstractContextManager[Any]:
+        """An open sync Prefect client for `url` (the API the settings point at), opened at its first use
+        and kept open: httpx clients are safe across threads, and a dead server fails its next request."""
+        with self._lock:
+            client = self._prefect_clients.get(url)
+            if client is None:
+                from prefect.client.orchestration import get_client
+
+                client = get_client(sync_client=True).__enter__()
+                self._prefect_clients[url] = client
+        return contextlib.nullcontext(client)
 
     def data(self) -> tuple[Any, str]:
         """The client factory and the data bucket's name."""

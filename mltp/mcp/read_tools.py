@@ -23,11 +23,11 @@ from mltp.mcp.results import (
     StatusCheck,
     TrainingPlan,
 )
+from mltp.planning import ComputeChoice
 from mltp.s3_json import strict_dumps
 from mltp.trainer.algorithms import ALGORITHMS
 
 AlgorithmName = Literal[tuple(ALGORITHMS)]  # the enum an agent picks from
-Compute = Literal["auto", "lambda", "ec2", "local"]
 Task = Literal["classification", "regression"]
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 # A training request's arguments, as plan_training and start_training take them.
@@ -43,7 +43,7 @@ GridArgument = Annotated[
     Field(description='Grid axes, e.g. {"max_depth": [4, 8]}: one candidate per combination'),
 ]
 FoldsArgument = Annotated[int | None, Field(ge=2, le=20, description="k-fold instead of a holdout")]
-ComputeArgument = Annotated[Compute, Field(description="auto lets the planner choose")]
+ComputeArgument = Annotated[ComputeChoice, Field(description="auto lets the planner choose")]
 
 
 def register_read_tools(server: MCPServer, platform: Platform) -> None:
@@ -143,12 +143,12 @@ def register_read_tools(server: MCPServer, platform: Platform) -> None:
     @server.tool(title="Platform status", annotations=READ_ONLY)
     def platform_status() -> Annotated[CallToolResult, PlatformStatus]:
         """What `mltp doctor` checks: the Prefect API, the blocks, the AWS credentials, both buckets and the
-        EC2 settings, each with a fix when it fails."""
+        EC2 settings, each with a fix when it fails. Asked afresh on every call."""
         from dataclasses import asdict
 
         from mltp.cli.doctor_cmd import run_checks
 
-        api_url, checks = run_checks()
+        api_url, checks = run_checks(platform)  # fresh checks through the server's blocks and clients
         status = PlatformStatus(
             ok=all(check.status == "ok" for check in checks),
             prefect_api_url=api_url,
