@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from mltp.monitor import MonitorSettings
+from mltp.planning import ComputeChoice
 from mltp.trainer.algorithms import ALGORITHMS
 
 P = ParamSpec("P")
@@ -32,7 +33,7 @@ Grid = Annotated[
     Field(description='Grid axes, e.g. {"n_estimators": [50, 100]}: one candidate each'),
 ]
 Compute = Annotated[
-    Literal["auto", "ec2", "lambda", "local"],
+    ComputeChoice,
     Field(description="Where to train; auto lets the planner choose"),
 ]
 MaxRuntimeMinutes = Annotated[

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mltp.aws_types import instance_type_allowed
 from mltp.errors import ConfigError
@@ -36,6 +36,9 @@ from mltp.pricing import (
 )
 from mltp.settings import DEFAULT_ALLOWED_INSTANCE_TYPES
 from mltp.trainer.algorithms import get_algorithm
+
+ComputeChoice = Literal["auto", "lambda", "ec2", "local"]  # auto: the planner decides
+COMPUTE_CHOICES: tuple[str, ...] = get_args(ComputeChoice)
 
 Backend = Literal["lambda", "ec2", "local"]
 LAMBDA_MAX_MEMORY_MB = 10_240
@@ -301,7 +304,7 @@ class ComputePlan:
 
 
 def plan_compute(
-    workload: Workload, settings: PlannerSettings, forced: Literal["auto", "lambda", "ec2", "local"] = "auto"
+    workload: Workload, settings: PlannerSettings, forced: ComputeChoice = "auto"
 ) -> ComputePlan:
     memory = workload.memory_mb()
     if forced == "local":

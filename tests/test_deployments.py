@@ -174,7 +174,7 @@ def test_the_manual_form_has_every_parameter_described_with_dropdowns(sandbox) -
     assert [name for name, field in properties.items() if not field.get("description")] == []
     assert properties["algorithm"]["enum"] == list(ALGORITHMS)
     assert properties["algorithm"]["default"] == "random_forest"
-    assert properties["compute"]["enum"] == ["auto", "ec2", "lambda", "local"]
+    assert properties["compute"]["enum"] == ["auto", "lambda", "ec2", "local"]
     assert properties["compute"]["default"] == "auto"
     train = deployment(sandbox, "train-on-new-dataset")["parameter_openapi_schema"]
     assert [name for name, field in train["properties"].items() if not field.get("description")] == []

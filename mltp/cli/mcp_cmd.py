@@ -12,6 +12,7 @@ from mltp.cli.context import prefect_connection
 from mltp.cli.output import quiet_prefect_console
 from mltp.errors import ConfigError
 from mltp.mcp.client_config import WHERE
+from mltp.planning import COMPUTE_CHOICES
 
 app = typer.Typer(help="The MCP server agents drive the platform through.")
 
@@ -43,7 +44,9 @@ def serve(
         "cannot ask, refuse it.",
     ),
     compute: str = typer.Option(
-        "auto,lambda,ec2,local", "--compute", help="The compute start_training may ask for, comma-separated."
+        ",".join(COMPUTE_CHOICES),
+        "--compute",
+        help="The compute start_training may ask for, comma-separated.",
     ),
     tools: str | None = typer.Option(None, "--tools", help="Serve only these tools, comma-separated."),
     exclude_tools: str = typer.Option(
@@ -69,9 +72,9 @@ def serve(
     if bad:
         raise ConfigError(f"--allow-s3-prefix {bad[0]!r}: give s3://bucket/ or s3://bucket/prefix/")
     allowed = tuple(choice.strip() for choice in compute.split(",") if choice.strip())
-    unknown = sorted(set(allowed) - {"auto", "lambda", "ec2", "local"})
+    unknown = sorted(set(allowed) - set(COMPUTE_CHOICES))
     if unknown or not allowed:
-        raise ConfigError(f"--compute {compute!r}: list some of auto, lambda, ec2, local")
+        raise ConfigError(f"--compute {compute!r}: list some of {', '.join(COMPUTE_CHOICES)}")
     endpoint = None
     if http is not None:
         from mltp.mcp.http_transport import http_endpoint

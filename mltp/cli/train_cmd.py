@@ -15,7 +15,7 @@ from mltp.dataset_catalog import parse_reference
 from mltp.errors import ConfigError, MltpError
 from mltp.jobs import parse_grid, parse_params
 from mltp.monitor import MonitorSettings
-from mltp.planning import ComputePlan
+from mltp.planning import COMPUTE_CHOICES, ComputePlan
 from mltp.s3_json import strict_dumps
 from mltp.trainer.algorithms import get_algorithm
 from mltp.trainer.spec import TASKS
@@ -28,7 +28,6 @@ PARAM = typer.Option([], "--param", help="Hyperparameter k=v (repeatable).")
 GRID = typer.Option([], "--grid", help="Grid axis k=v1,v2 (repeatable): one candidate per combination.")
 FOLDS = typer.Option(None, "--folds", min=2, max=20, help="k-fold cross-validation instead of a holdout.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
-COMPUTE_CHOICES = ("auto", "lambda", "ec2", "local")
 COMPUTE = typer.Option("auto", "--compute", help="auto (the planner decides), lambda, ec2 or local.")
 # The flow's messages name its parameters, which the UI form and a deployment show; here they are options.
 OPTIONS_OF_FLOW_PARAMETERS = {"max_runtime_minutes": "--max-runtime", "model_name": "--model-name"}

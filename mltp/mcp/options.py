@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mltp.planning import COMPUTE_CHOICES
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -14,6 +16,6 @@ class ServeOptions:
     s3_prefixes: tuple[str, ...] = ()  # s3:// sources beyond the data bucket, e.g. s3://bucket/exports/
     max_cost_usd: float = 1.00  # a training run whose plan estimates more is refused
     confirm_above_usd: float | None = None  # above this, the user confirms (or, without elicitation, refused)
-    compute: tuple[str, ...] = ("auto", "lambda", "ec2", "local")  # what start_training may ask for
+    compute: tuple[str, ...] = COMPUTE_CHOICES  # what start_training may ask for
     tools: tuple[str, ...] | None = None  # serve only these tools (None: all)
     exclude_tools: tuple[str, ...] = ()  # and never these
