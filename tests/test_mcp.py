@@ -187,7 +187,7 @@ def test_a_plan_says_where_how_long_what_it_costs_and_why(platform) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"algorithm": "xgboost"}, "algorithm"),  # not in the enum: the schema refuses it
+        ({"algorithm": "xgboost"}, "plan_training: algorithm: Input should be 'logistic_regression', "),
         ({"algorithm": "knn", "folds": 1}, "folds"),
         ({"algorithm": "knn", "hyperparameters": {"n_neighbors": -1}}, "Got -1 instead"),
         ({"algorithm": "ridge"}, "'ridge' does only regression, but the task is classification"),
@@ -198,7 +198,28 @@ def test_a_plan_says_where_how_long_what_it_costs_and_why(platform) -> None:
 )  # fmt: skip
 def test_a_plan_that_cannot_be_made_is_a_one_line_error_result(platform, arguments, message) -> None:
     result = call(platform, "plan_training", {"dataset": "iris", **arguments})
-    assert result.is_error and message in result.content[0].text, result.content
+    assert message in error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "message"),
+    [
+        ("start_training", {"dataset": "iris", "algorithm": "knn", "folds": "many"},
+         "start_training: folds: Input should be a valid integer, unable to parse string as an integer "
+         "(got 'many'): fix the argument"),
+        ("start_training", {"algorithm": "xgboost"},
+         "start_training: dataset: Field required; algorithm: Input should be 'logistic_regression'"),
+        ("predict", {"reference": "iris", "rows": "a,b\n1,2"},
+         "predict: rows: Input should be a valid list (got 'a,b\\n1,2')"),
+        ("wait_for_run", {"run_id": "x", "max_wait_s": 601}, "wait_for_run: max_wait_s: Input should be less "
+         "than or equal to 600 (got 601)"),
+        ("describe_model", {}, "describe_model: reference: Field required: fix the argument"),
+    ],
+)  # fmt: skip
+def test_arguments_that_do_not_fit_the_schema_are_named_in_one_line(platform, tool, arguments, message):
+    result = call(platform, tool, arguments, ServeOptions(allow_write=True))
+    assert message in error_line(result)
+    assert AUDITED[-1]["error"] == error_line(result)  # audited as the agent saw it
 
 
 def test_models_are_described_beside_the_champion_with_strict_json(platform) -> None:

@@ -5,6 +5,7 @@ tools, the token never reaches the server's output, and a bad setting refuses to
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -134,6 +135,9 @@ def test_the_token_never_reaches_the_servers_output(served) -> None:
     assert served.process.returncode == 0, output  # stopped, not killed: the audit events were drained
     assert TOKEN not in output
     assert f"mltp: MCP server on {served.url} (bearer token from {TOKEN_VARIABLE})" in output.splitlines()
+    [audited] = [line for line in output.splitlines() if "mltp.mcp: tool call: " in line]
+    record = json.loads(audited.split("mltp.mcp: tool call: ", 1)[1])  # the whole record on its line
+    assert (record["tool"], record["outcome"], record["arguments"]) == ("list_datasets", "ok", {})
 
 
 @pytest.mark.parametrize(

@@ -329,3 +329,40 @@ def test_an_agent_diagnoses_a_run_whose_trainers_were_killed(sandbox, iris) -> N
         killed, "terminated"
     )
     assert diagnosis["what_to_do"].startswith("its compute was lost and relaunched up to max_relaunches")
+
+
+def test_refused_starts_create_no_flow_run_and_write_nothing(sandbox, iris) -> None:
+    parameters = StdioServerParameters(
+        command=MLTP, args=["mcp", "serve", "--allow-write", "--max-cost-usd", "0.0001"], env=sandbox.env
+    )
+    refused = {
+        "not in the enum": {"dataset": iris, "algorithm": "xgboost"},
+        "a wrong type": {"dataset": iris, "algorithm": "knn", "folds": "many"},
+        "over the cap": {"dataset": iris, "algorithm": "random_forest", "compute": "ec2"},
+        "an unknown dataset": {"dataset": f"{iris}-ghost", "algorithm": "knn"},
+        "a bad model name": {"dataset": iris, "algorithm": "knn", "model_name": "Not A Name"},
+    }
+
+    def training_runs() -> int:
+        return len(
+            sandbox.api("/flow_runs/filter", {"flows": {"name": {"any_": ["train-model"]}}, "limit": 200})
+        )
+
+    def models_bucket() -> list[str]:
+        listed = sandbox.s3().list_objects_v2(Bucket=sandbox.status["buckets"]["models"])
+        return sorted(entry["Key"] for entry in listed.get("Contents", []))
+
+    async def calls(client):
+        return {case: await client.call_tool("start_training", request) for case, request in refused.items()}
+
+    async def go():
+        async with Client(parameters) as client:
+            return await calls(client)
+
+    runs, keys = training_runs(), models_bucket()
+    answers = asyncio.run(go())
+    assert {case: answer.is_error for case, answer in answers.items()} == dict.fromkeys(refused, True)
+    assert "over this server's cap of $0.00 a run" in answers["over the cap"].content[0].text
+    assert f"no dataset named '{iris}-ghost'" in answers["an unknown dataset"].content[0].text
+    assert all("\n" not in answer.content[0].text for answer in answers.values())
+    assert (training_runs(), models_bucket()) == (runs, keys)

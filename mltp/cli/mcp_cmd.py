@@ -4,6 +4,7 @@ streamable HTTP; `mltp mcp config`: the entry each of those clients needs to sta
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -96,6 +97,7 @@ def serve(
     server = build_server(options=options)  # unknown tool names are refused before anything connects
     quiet_prefect_console()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per Prefect API call, amid the audit
+    _log_each_call_on_one_line()
     with prefect_connection():
         from prefect.events.worker import EventsWorker
 
@@ -108,6 +110,18 @@ def serve(
                 serve_http(server, endpoint)
         finally:
             EventsWorker.drain_all(timeout=10)  # the last calls' audit events leave before the process does
+
+
+def _log_each_call_on_one_line() -> None:
+    """The audit's log lines (logger `mltp.mcp`) as plain lines on stderr: the SDK's handler (rich) folds
+    a long record over several lines, which breaks `grep` and anything that reads the log a line a
+    record."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    audit = logging.getLogger("mltp.mcp")
+    audit.addHandler(handler)
+    audit.setLevel(logging.INFO)
+    audit.propagate = False
 
 
 def _names(text: str) -> tuple[str, ...]:

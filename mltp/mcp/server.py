@@ -10,6 +10,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import MCPServer
 
 from mltp import __version__
+from mltp.mcp.argument_errors import ArgumentErrors
 from mltp.mcp.audit import AuditExtension
 from mltp.mcp.options import ServeOptions
 from mltp.mcp.platform import Platform
@@ -38,7 +39,11 @@ def build_server(platform: Platform | None = None, options: ServeOptions | None 
         title="ml-training-platform",
         version=__version__,
         instructions=INSTRUCTIONS,
-        extensions=[AuditExtension(platform.audit)],
+        # The audit wraps the argument check, so a refused argument is audited as the agent saw it.
+        extensions=[
+            AuditExtension(platform.audit),
+            ArgumentErrors(lambda name: server._tool_manager.get_tool(name)),
+        ],
     )
     register_read_tools(server, platform)
     register_write_tools(server, platform, options)
