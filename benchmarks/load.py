@@ -37,12 +37,14 @@ from mltp import registry
 from mltp.aws import ClientFactory
 from mltp.compute.ec2 import CLEANUP_STATES, TAG_JOB, instance_tags
 from mltp.prefect_api import activated
+from mltp.sandbox.deployments import TRAINING_QUEUE, WORKER_POLL_S
 from mltp.sandbox.lifecycle import MODELS_BUCKET, Sandbox
 
 DEPLOYMENT = "ingest-and-train/ingest-and-train"
 PIPELINES, ALONE = 20, 3  # the full burst, and how often one pipeline runs alone for the baseline
 ROWS = 120
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+BURST_TARGET = 0.75  # the burst's wall time over the same pipelines' one after another
 SLOTTED = frozenset({"PENDING", "RUNNING"})  # a run holds its concurrency slot from PENDING on
 SAMPLE_EVERY_S = 0.3
 PACKAGES = ("prefect", "boto3", "moto", "scikit-learn")
@@ -325,8 +327,8 @@ def figures(alone: list[Burst], burst: Burst) -> str:
             [burst.wall_s],
             [count * one.wall_s for one in alone],
             "s",
-            f"below 1 (the limit of {burst.limit} lets runs overlap)",
-            lambda ours, base: statistics.median(ours) < statistics.median(base),
+            f"<= {BURST_TARGET}x (the limit of {burst.limit} lets runs overlap)",
+            lambda ours, base: statistics.median(ours) <= BURST_TARGET * statistics.median(base),
         ),
         Row(
             "per pipeline: request to RUNNING (queue wait: worker, concurrency slot, process start)",
@@ -388,13 +390,13 @@ def slot_use(alone: list[Burst], burst: Burst) -> str:
         f"= {len(slot_s) * mean_slot_s / (burst.limit * held):.0f} s. A run held its slot "
         f"{mean_slot_s / single_s:.2f}x as long as one pipeline alone took ({single_s:.1f} s), "
         f"{_slower(alone, burst)}. And the slots stood "
-        f"idle {100 * (1 - held):.0f}% of the time: {len(waited)} runs found no slot free and were turned "
-        f"away (AwaitingConcurrencySlot) {summary(waited, '', digits=0) if waited else '0'} times each: the "
-        f"server puts such a run back to Scheduled {wait_s:.0f} s later (`PREFECT_SERVER_DEPLOYMENTS_"
-        f"CONCURRENCY_SLOT_WAIT_SECONDS`), the worker takes it again {prefetch_s:.0f} s before that "
-        f"(`PREFECT_WORKER_PREFETCH_SECONDS`), so a turned-away run tries again about "
-        f"{wait_s - prefetch_s:.0f} s later, and runs created together try together: a slot freed in "
-        "between waits for the next try."
+        f"idle {100 * (1 - held):.0f}% of the time. Waiting runs stay Scheduled in the `{TRAINING_QUEUE}` "
+        f"queue, whose limit keeps the worker from taking more than {burst.limit}; it takes one at its next "
+        f"poll ({WORKER_POLL_S} s) after a slot frees. {len(waited)} runs were taken too early and turned "
+        f"away by the deployment's own limit (AwaitingConcurrencySlot) "
+        f"{summary(waited, '', digits=0) if waited else '0'} times each: the server puts such a run back "
+        f"to Scheduled {wait_s:.0f} s later (`PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS`), "
+        f"and the worker takes it again {prefetch_s:.0f} s before that (`PREFECT_WORKER_PREFETCH_SECONDS`)."
     )
 
 

@@ -198,6 +198,10 @@ def test_schedules_and_concurrency_limits(sandbox) -> None:
         found = deployment(sandbox, name)
         assert found["global_concurrency_limit"]["limit"] == 2, name
         assert found["concurrency_options"]["collision_strategy"] == "ENQUEUE", name
+        assert found["work_queue_name"] == "training", name  # the worker takes 2 at most from it
+    queue = sandbox.api("/work_pools/mltp/queues/training", method="GET")
+    assert queue["concurrency_limit"] == 2
+    assert deployment(sandbox, "watch-incoming")["work_queue_name"] == "default"
 
 
 def test_prefect_deploy_all_works_by_hand(sandbox) -> None:

@@ -16,6 +16,7 @@ import httpx
 from mltp.errors import SandboxError
 
 WORK_POOL = "mltp"  # the pool every deployment in prefect.yaml names
+TRAINING_QUEUE = "training"  # the pool's queue the training deployments run from
 WORKER_NAME = "mltp-sandbox-worker"
 # Seconds between the worker's polls for runs to start: an event's run starts within about this. Each
 # poll also writes the pool's last-polled time: every second cost an idle sandbox's server a twentieth
@@ -47,14 +48,39 @@ def ensure_work_pool(api_url: str) -> None:
     template = ProcessWorker.get_default_base_job_template()
     template["variables"]["properties"]["command"]["default"] = command_to_string(LAUNCH_COMMAND)
     pool = WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template)
+    folder = project_dir()
     with activated(api_url), get_client(sync_client=True) as client:
         try:
             client.create_work_pool(pool, overwrite=True)
+            if folder is not None:
+                _limit_training_queue(client, training_slots(folder))
         except httpx.HTTPStatusError as error:
             raise SandboxError(
                 f"could not create the {WORK_POOL!r} work pool: HTTP {error.response.status_code}: "
                 f"{error.response.text}"
             ) from error
+
+
+def training_slots(folder: Path) -> int:
+    """The training limit prefect.yaml gives its training deployments (`definitions.training_limit`)."""
+    import yaml
+
+    project = yaml.safe_load((folder / "prefect.yaml").read_text())
+    return int(project["definitions"]["training_limit"]["limit"])
+
+
+def _limit_training_queue(client, slots: int) -> None:
+    """The training queue holds at most `slots` runs at once: the worker takes no more from it, and a
+    waiting run is taken at the worker's next poll after a slot frees."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        queue = client.read_work_queue_by_name(TRAINING_QUEUE, work_pool_name=WORK_POOL)
+    except ObjectNotFound:
+        client.create_work_queue(TRAINING_QUEUE, work_pool_name=WORK_POOL, concurrency_limit=slots)
+        return
+    if queue.concurrency_limit != slots:
+        client.update_work_queue(queue.id, concurrency_limit=slots)
 
 
 class DeployAll:
