@@ -25,6 +25,7 @@ DATUMS_PER_CALL = 1000  # PutMetricData's limit
 class FakeRun:
     run_id: str
     launched: list[Launched]
+    started_ms: int  # before the first log line: where a flow's log cursor would start
 
 
 def idle_backend(clients: ClientFactory) -> Ec2Backend:
@@ -36,20 +37,23 @@ def start(clients: ClientFactory, bucket: str, count: int) -> FakeRun:
     run_id = f"bench-monitor-{count}-{uuid.uuid4().hex[:8]}"
     backend, s3, logs = idle_backend(clients), clients("s3"), clients("logs")
     deadline = datetime.now(UTC) + timedelta(hours=1)
-    launched = []
+    launched, started_ms = [], int(time.time() * 1000) - 1000
     for shard in range(1, count + 1):
         job_id = job_id_of(run_id, shard, 1)
         prefix = f"s3://{bucket}/runs/{job_id}/"
         put_json(s3, bucket, f"runs/{job_id}/job.json", {"job_id": job_id})
         job = JobLaunch(job_id, run_id, f"{prefix}job.json", prefix, "bench-monitor", 1, deadline)
-        launched.append(backend.launch(job))
+        # What `backend.launch` sends, without its look-up by tag first (which makes a launch retry
+        # idempotent, and costs moto a scan of every instance it holds: quadratic over 1,000 jobs).
+        reservation = backend.launch_client.run_instances(**backend._request(job))
+        launched.append(backend._launched(job, reservation["Instances"][0]))
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=job_id)
         logs.put_log_events(
             logGroupName=LOG_GROUP,
             logStreamName=job_id,
             logEvents=[{"timestamp": int(time.time() * 1000), "message": f"job {job_id}: training"}],
         )
-    return FakeRun(run_id, launched)
+    return FakeRun(run_id, launched, started_ms)
 
 
 def beat(clients: ClientFactory, run: FakeRun) -> None:

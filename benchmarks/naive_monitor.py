@@ -27,8 +27,14 @@ class Seen:
 
 
 def naive_tick(
-    clients: ClientFactory, launched: list[Launched], bucket: str, start: datetime, end: datetime
+    clients: ClientFactory,
+    launched: list[Launched],
+    bucket: str,
+    start: datetime,
+    end: datetime,
+    logs_from_ms: int,
 ) -> Seen:
+    """`start`-`end` is the metric window; the log lines are read from `logs_from_ms` on."""
     ec2, s3, cloudwatch, logs = (clients(name) for name in ("ec2", "s3", "cloudwatch", "logs"))
     seen = Seen()
     for item in launched:
@@ -59,7 +65,7 @@ def naive_tick(
         events = logs.get_log_events(
             logGroupName=LOG_GROUP,
             logStreamName=item.job_id,
-            startTime=int(start.timestamp() * 1000),
+            startTime=logs_from_ms,
             startFromHead=True,
         )["events"]
         seen.log_lines += len(events)

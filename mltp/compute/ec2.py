@@ -40,6 +40,7 @@ CAPACITY_CODES = frozenset(
 )
 SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
 FILTER_VALUES_MAX = 200
+DESCRIBE_PAGE_MAX = 1000  # DescribeInstances' MaxResults
 
 
 def client_token(job_id: str, attempt: int) -> str:
@@ -183,7 +184,11 @@ class Ec2Backend:
 
 def _describe(ec2, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     instances = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+    # The largest page AWS allows: one call for 200 instances (moto's default page is 100 reservations).
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=filters, PaginationConfig={"PageSize": DESCRIBE_PAGE_MAX}
+    )
+    for page in pages:
         for reservation in page["Reservations"]:
             instances.extend(reservation["Instances"])
     return instances
