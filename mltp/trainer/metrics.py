@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as sk
+from sklearn.pipeline import Pipeline
 
 
 def _scores(model, X):
@@ -14,6 +15,7 @@ def _scores(model, X):
 
 
 def evaluate(model, X, y, task: str, wanted: list[str]) -> dict[str, float]:
+    model, X = _preprocessed(model, X)
     predicted = model.predict(X)
     results: dict[str, float] = {}
     if task == "classification":
@@ -27,6 +29,14 @@ def evaluate(model, X, y, task: str, wanted: list[str]) -> dict[str, float]:
         results["rmse"] = float(np.sqrt(sk.mean_squared_error(y, predicted)))
         results["mae"] = sk.mean_absolute_error(y, predicted)
     return {name: round(float(value), 6) for name, value in results.items() if name in wanted}
+
+
+def _preprocessed(model, X):
+    """A pipeline's final estimator and the holdout through its other steps, once: the labels and the
+    scores both need it, and the pipeline's own predict and predict_proba would each transform it again."""
+    if isinstance(model, Pipeline):
+        return model[-1], model[:-1].transform(X)
+    return model, X
 
 
 def _roc_auc(model, X, y) -> float:
