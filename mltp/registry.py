@@ -69,6 +69,7 @@ TRUSTED_TYPES: list[str] = [
     "builtins.str",
     "builtins.tuple",
     "mltp.trainer.features.DateFeatures",
+    "mltp.trainer.one_hot.OneHot",
     "numpy.dtype",
     "numpy.float64",
     "numpy.int64",
@@ -105,7 +106,7 @@ TRUSTED_TYPES: list[str] = [
     "sklearn.neighbors._regression.KNeighborsRegressor",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OneHotEncoder",  # models trained before mltp.trainer.one_hot
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
     "sklearn.preprocessing._label.LabelEncoder",
     "sklearn.svm._classes.LinearSVC",

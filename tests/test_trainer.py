@@ -46,9 +46,10 @@ def load_model(clients, status: dict):
         clients("s3").get_object(Bucket=MODELS, Key=status["model_uri"].split(f"{MODELS}/")[1])["Body"].read()
     )
     untrusted = sio.get_untrusted_types(data=body)
-    assert all(name.startswith(("sklearn.", "numpy.", "mltp.trainer.features.")) for name in untrusted), (
-        untrusted
-    )
+    assert all(
+        name.startswith(("sklearn.", "numpy.", "mltp.trainer.features.", "mltp.trainer.one_hot."))
+        for name in untrusted
+    ), untrusted
     return sio.loads(body, trusted=untrusted)
 
 

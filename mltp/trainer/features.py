@@ -17,9 +17,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from mltp.trainer.feature_plan import DATE_PARTS, ONE_HOT_MAX, FeaturePlan
+from mltp.trainer.one_hot import OneHot
 
 
 class DateFeatures(TransformerMixin, BaseEstimator):
@@ -48,21 +49,13 @@ def _numeric_steps(scale: bool, impute: bool) -> list[tuple[str, Any]]:
     return [*steps, ("scale", StandardScaler())] if scale else steps
 
 
-def _one_hot(encoder: OneHotEncoder) -> Pipeline:
-    return Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)])
-
-
 def build_preprocessor(plan: FeaturePlan, scale: bool, impute: bool = True) -> ColumnTransformer:
     """`impute=False` leaves missing numbers to estimators that handle them natively (trees)."""
     numeric = _numeric_steps(scale, impute)
     transformers = [
         ("numeric", Pipeline(numeric) if numeric else "passthrough", plan.numeric),
-        ("categorical", _one_hot(OneHotEncoder(handle_unknown="ignore")), plan.categorical),
-        (
-            "frequent",
-            _one_hot(OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=ONE_HOT_MAX)),
-            plan.frequent_only,
-        ),
+        ("categorical", OneHot(), plan.categorical),
+        ("frequent", OneHot(max_categories=ONE_HOT_MAX), plan.frequent_only),
         ("dates", Pipeline([("parts", DateFeatures()), *_numeric_steps(scale, impute)]), plan.dates),
     ]
     return ColumnTransformer([t for t in transformers if t[2]], sparse_threshold=0.0)
