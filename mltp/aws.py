@@ -7,6 +7,7 @@ credentials block; on the compute it is `boto3_client_factory()`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -65,11 +66,17 @@ def botocore_config() -> Config:
 
 
 def boto3_client_factory(region: str | None = None, endpoint_url: str | None = None) -> ClientFactory:
-    """Clients from the default credential chain (instance role, env); what the compute side uses."""
+    """Clients from the default credential chain (instance role, env); what the compute side uses. One
+    client per service, made on first use: clients are thread-safe, and each costs ~20 ms to build."""
     session = boto3.Session(region_name=region)
+    made: dict[str, Any] = {}
+    lock = threading.Lock()  # a boto3 session is not thread-safe
 
     def client(service: str) -> Any:
-        return session.client(service, endpoint_url=endpoint_url, config=botocore_config())
+        with lock:
+            if service not in made:
+                made[service] = session.client(service, endpoint_url=endpoint_url, config=botocore_config())
+            return made[service]
 
     return client
 

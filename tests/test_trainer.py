@@ -15,6 +15,8 @@ from sklearn import datasets as toy
 from mltp import datasets
 from mltp.jobs import build_job_spec, write_job
 from mltp.s3_json import put_json, read_json
+from mltp.trainer.errors import TrainingInputError
+from mltp.trainer.job_input import start_reading
 from mltp.trainer.runner import run_job
 from mltp.trainer.telemetry import LOG_GROUP, NAMESPACE
 
@@ -218,6 +220,24 @@ def test_trainer_imports_no_prefect() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_starts_reading_before_it_imports_scikit_learn() -> None:
+    # The dataset downloads and parses on its own thread while the interpreter imports scikit-learn.
+    code = (
+        "import sys, mltp.trainer.__main__, mltp.trainer.job_input;"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'skops', 'scipy'});"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_job_that_cannot_be_read_fails_both_futures_with_its_error(clients) -> None:
+    reading = start_reading(clients, f"s3://{MODELS}/runs/nothing-here/job.json")
+    for future in (reading.spec, reading.data):
+        with pytest.raises(TrainingInputError, match="no job spec at s3://"):
+            future.result(timeout=30)
 
 
 def test_cli_entry_point_has_run() -> None:

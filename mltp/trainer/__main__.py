@@ -7,7 +7,7 @@ import os
 import sys
 
 from mltp.aws import boto3_client_factory
-from mltp.trainer.runner import configure_logging, run_job
+from mltp.trainer.job_input import start_reading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,9 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="train as the job spec says and write status.json")
     run.add_argument("--job", required=True, help="s3:// URI of the job spec")
     args = parser.parse_args(argv)
-    configure_logging()
     # On EC2 the bootstrap exports the instance id; credentials and region come from the instance role.
-    status = run_job(args.job, boto3_client_factory(), instance_id=os.environ.get("MLTP_INSTANCE_ID"))
+    clients = boto3_client_factory()
+    reading = start_reading(clients, args.job)
+    from mltp.trainer.runner import configure_logging, run_job  # scikit-learn: imported while it reads
+
+    configure_logging()
+    status = run_job(args.job, clients, instance_id=os.environ.get("MLTP_INSTANCE_ID"), reading=reading)
     return 0 if status["state"] == "succeeded" else (2 if status.get("kind") == "user" else 1)
 
 

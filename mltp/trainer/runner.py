@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from typing import Any
@@ -24,66 +25,22 @@ import numpy as np
 import pandas as pd
 import sklearn
 import skops.io as sio
-from pydantic import ValidationError
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from mltp import datasets
 from mltp.aws import ClientFactory
 from mltp.dataset_catalog import split_s3_uri
-from mltp.model_inputs import as_model_inputs
-from mltp.s3_json import SSE, put_json, read_json
+from mltp.s3_json import SSE, put_json
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
 from mltp.trainer.feature_plan import plan_features
 from mltp.trainer.features import build_preprocessor
+from mltp.trainer.job_input import JobInput, TrainingData, start_reading
 from mltp.trainer.metrics import evaluate
 from mltp.trainer.spec import JobSpec, better
 from mltp.trainer.telemetry import Telemetry, logger
 
 GROWTH_STEPS = 5
-
-
-def load_spec(clients: ClientFactory, job_uri: str) -> JobSpec:
-    bucket, key = split_s3_uri(job_uri)
-    document, _ = read_json(clients("s3"), bucket, key)
-    if document is None:
-        raise TrainingInputError(f"no job spec at {job_uri}")
-    try:
-        return JobSpec.model_validate(document)
-    except ValidationError as error:
-        raise TrainingInputError(f"job spec {job_uri} is invalid: {error.errors()[0]['msg']}") from error
-
-
-def load_training_data(clients: ClientFactory, spec: JobSpec) -> tuple[dict, pd.DataFrame, pd.Series, int]:
-    """Features and target, rows with a missing target dropped and counted."""
-    bucket, key = split_s3_uri(spec.dataset_manifest_uri)
-    manifest, _ = read_json(clients("s3"), bucket, key)
-    if manifest is None:
-        raise TrainingInputError(f"no dataset manifest at {spec.dataset_manifest_uri}")
-    frame = datasets.read_dataframe(clients, bucket, manifest["name"], manifest["version"])
-    if spec.target not in frame.columns:
-        raise TrainingInputError(f"target {spec.target!r} is not a column of {manifest['name']}")
-    missing = frame[spec.target].isna()
-    if missing.any():  # filtering copies the whole frame: only when there is something to drop
-        frame = frame.loc[~missing]
-    if frame.empty:
-        raise TrainingInputError(f"target {spec.target!r} is empty in every row of {manifest['name']}")
-    y = frame.pop(spec.target)
-    check_target(y, spec.task, spec.target)
-    types = {column["name"]: column["type"] for column in manifest["columns"]}
-    return manifest, as_model_inputs(frame, types), y, int(missing.sum())
-
-
-def check_target(y: pd.Series, task: str, name: str) -> None:
-    if task == "regression" and not pd.api.types.is_numeric_dtype(y):
-        raise TrainingInputError(f"regression target {name!r} is not numeric ({y.dtype}): use classification")
-    if task == "classification" and y.nunique() < 2:
-        raise TrainingInputError(f"classification target {name!r} has a single class ({y.iloc[0]!r})")
-    if task == "regression" and y.nunique() < 2:
-        raise TrainingInputError(
-            f"regression target {name!r} is {float(y.iloc[0]):g} in every row: there is nothing to learn"
-        )
 
 
 class _Progress:
@@ -152,11 +109,12 @@ def _splits(spec: JobSpec, X, y):
     return list(folds.split(X, y))
 
 
-def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[str, Any]:
+def train(spec: JobSpec, reading: Future[TrainingData], telemetry: Telemetry) -> dict[str, Any]:
     started = time.monotonic()
     _check_deadline(spec, "before it started")
     telemetry.progress(0.02, "reading the dataset")
-    manifest, X, y, dropped = load_training_data(clients, spec)
+    data = reading.result()
+    manifest, X, y, dropped = data.manifest, data.X, data.y, data.dropped_missing_target
     if dropped:
         logger.info("dropped %d rows whose target %r is missing", dropped, spec.target)
     telemetry.progress(0.10, f"read {len(X):,} rows")
@@ -209,7 +167,11 @@ def train(spec: JobSpec, clients: ClientFactory, telemetry: Telemetry) -> dict[s
         "signature": _signature(manifest, plan.used, spec, y),
         "rows": {"used": len(X), "dropped_missing_target": dropped},
         "features": {"used": plan.used, "choices": plan.choices()},
-        "timings": {"load_s": round(loaded_s, 3), "fit_s": round(time.monotonic() - started - loaded_s, 3)},
+        "timings": {
+            "read_s": data.read_s,
+            "load_s": round(loaded_s, 3),
+            "fit_s": round(time.monotonic() - started - loaded_s, 3),
+        },
         "dataset": {key: manifest[key] for key in ("name", "version", "sha256", "rows")},
     }
 
@@ -284,18 +246,22 @@ def write_results(clients: ClientFactory, spec: JobSpec, result: dict[str, Any])
     return summary
 
 
-def run_job(job_uri: str, clients: ClientFactory, instance_id: str | None = None) -> dict[str, Any]:
-    """Train as the spec says and write `status.json`; returns the status document."""
+def run_job(
+    job_uri: str, clients: ClientFactory, instance_id: str | None = None, reading: JobInput | None = None
+) -> dict[str, Any]:
+    """Train as the spec says and write `status.json`; returns the status document. `reading` is the
+    job's input already being read (`job_input.start_reading`), else it is read now."""
     started = time.monotonic()
     status_bucket, status_key = split_s3_uri(job_uri.rsplit("/", 1)[0] + "/status.json")
     telemetry, status = None, {}
     try:
-        spec = load_spec(clients, job_uri)
+        reading = reading or start_reading(clients, job_uri)
+        spec = reading.spec.result()
         telemetry = Telemetry(clients, spec.job_id, instance_id, heartbeat=spec.heartbeat_seconds)
         logger.info(
             "job %s: %s for %s on %s", spec.job_id, spec.algorithm, spec.target, spec.dataset_manifest_uri
         )
-        summary = write_results(clients, spec, train(spec, clients, telemetry))
+        summary = write_results(clients, spec, train(spec, reading.data, telemetry))
         telemetry.progress(1.0, "done")
         status = {
             "state": "succeeded",
