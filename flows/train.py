@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_link_artifact,
@@ -54,8 +54,19 @@ from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import BucketError, MltpError
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
-from mltp.monitor import LogCursor, MonitorSettings, Verdict, assess, eta_seconds, progress_changed
+from mltp.monitor import (
+    QUICK_LOOK_S,
+    QUICK_LOOK_WINDOW_S,
+    LogCursor,
+    MonitorSettings,
+    Verdict,
+    assess,
+    eta_seconds,
+    progress_changed,
+    status_written,
+)
 from mltp.prefect_api import flow_run_url
+from mltp.preload import import_in_background
 from mltp.registry import (
     AliasRaceError,
     RejectedVersionError,
@@ -64,6 +75,7 @@ from mltp.registry import (
     validate_model_name,
 )
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd, run_folder
+from mltp.trainer.algorithms import ALGORITHMS
 from tasks.registry import announce, check_model_name, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
@@ -142,6 +154,8 @@ def train_model(
     """Train a scikit-learn model on an ingested dataset on the compute the planner picks, then register
     the best candidate."""
     started = time.monotonic()
+    if algorithm in ALGORITHMS:  # needed to check the hyperparameters; an unknown one is reported below
+        import_in_background(*ALGORITHMS[algorithm].modules)
     logger = get_run_logger()
     flow_run = get_run_context().flow_run
     name = validate_model_name(model_name or model_name_for(dataset))
@@ -172,6 +186,8 @@ def train_model(
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None
     backend = make_backend(blocks, plan, code)
     watch = _Watch(blocks, backend, prepared, str(flow_run.id), monitoring)
+    if register_best:  # checks the model's types: imported while the jobs run
+        import_in_background("skops.io")
     with _vanished_buckets_named():
         try:
             watch.run()
@@ -258,9 +274,24 @@ class _Watch:
         )
         window_start = datetime.now(UTC) - timedelta(minutes=1)
         while any(shard.active for shard in self.shards):
-            time.sleep(self.settings.interval(time.monotonic() - self.started))
+            self._wait(self.settings.interval(time.monotonic() - self.started))
             self._tick(window_start)
             window_start = datetime.now(UTC) - timedelta(seconds=self.settings.max_poll_interval_s + 30)
+
+    def _wait(self, seconds: float) -> None:
+        """Until the next poll, or sooner when a young run's job writes its result."""
+        until = time.monotonic() + seconds
+        if time.monotonic() - self.started < QUICK_LOOK_WINDOW_S:
+            waiting = {shard.spec.job_id for shard in self.shards if shard.active and shard.launched}
+            s3, bucket = self.blocks.credentials.get_client("s3"), self.blocks.models.bucket_name
+            while until - time.monotonic() > QUICK_LOOK_S:
+                time.sleep(QUICK_LOOK_S)
+                try:
+                    if status_written(s3, bucket, f"runs/{self.prepared.run_id}", waiting):
+                        return
+                except (BotoCoreError, ClientError):  # only a shortcut: the poll reports what is wrong
+                    break
+        time.sleep(max(0.0, until - time.monotonic()))
 
     def _record(self) -> None:
         self.last_lease = time.monotonic()

@@ -28,6 +28,11 @@ MAX_LINE_CHARS = 2000
 # The progress shown in Prefect changes when the jobs' progress does, and at least this often for the time
 # estimate beside it otherwise: each change is a Prefect API call, and the monitor ticks every second or two.
 PROGRESS_REFRESH_S = 5.0
+# Between polls, a run younger than the window looks for a result this often (one S3 listing): a short
+# training's result is seen within a quarter second instead of at the next poll, which also asks
+# CloudWatch and the compute, and is a Prefect task run.
+QUICK_LOOK_S = 0.25
+QUICK_LOOK_WINDOW_S = 120.0
 
 
 class MonitorSettings(BaseModel):
@@ -107,14 +112,27 @@ def poll(
 
 def _new_statuses(s3, bucket: str, run_prefix: str, waiting: set[str]) -> dict[str, dict[str, Any]]:
     found = {}
+    for job_id, key in _status_keys(s3, bucket, run_prefix, waiting).items():
+        document, _ = read_json(s3, bucket, key)
+        if document is not None:
+            found[job_id] = document
+    return found
+
+
+def status_written(s3, bucket: str, run_prefix: str, waiting: set[str]) -> bool:
+    """Whether any of the `waiting` jobs wrote its status.json: one listing, for a quick look between
+    polls (a result is what a young run waits for)."""
+    return bool(_status_keys(s3, bucket, run_prefix, waiting))
+
+
+def _status_keys(s3, bucket: str, run_prefix: str, waiting: set[str]) -> dict[str, str]:
+    keys = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=run_prefix):
         for item in page.get("Contents", []):
             job_id, _, name = item["Key"].removeprefix("runs/").partition("/")
             if name == "status.json" and job_id in waiting:
-                document, _ = read_json(s3, bucket, item["Key"])
-                if document is not None:
-                    found[job_id] = document
-    return found
+                keys[job_id] = item["Key"]
+    return keys
 
 
 def _metrics(cloudwatch, job_ids: list[str], start: datetime) -> tuple[dict[str, float], dict[str, datetime]]:

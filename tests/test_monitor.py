@@ -16,6 +16,7 @@ from mltp.monitor import (
     eta_seconds,
     poll,
     progress_changed,
+    status_written,
 )
 from mltp.s3_json import put_json
 from mltp.trainer.telemetry import LOG_GROUP, NAMESPACE
@@ -241,3 +242,14 @@ def test_log_relay_of_a_vanished_log_group_relays_nothing_instead_of_failing_the
     cursor = LogCursor(after_ms=0)
     assert _log_lines(logs, ["run-s1-a1"], cursor, 10) == ([], False)
     assert cursor.after_ms == 0
+
+
+def test_a_quick_look_finds_a_status_only_of_a_job_still_waited_for(mock_clients) -> None:
+    s3 = mock_clients("s3")
+    s3.create_bucket(Bucket="models")
+    put_json(s3, "models", "runs/run-s1-a1/job.json", {})
+    put_json(s3, "models", "runs/other-s1-a1/status.json", {"state": "failed"})  # another run
+    assert not status_written(s3, "models", "runs/run", {"run-s1-a1", "run-s2-a1"})
+    put_json(s3, "models", "runs/run-s2-a1/status.json", {"state": "succeeded"})
+    assert not status_written(s3, "models", "runs/run", {"run-s1-a1"})  # s2 is settled already
+    assert status_written(s3, "models", "runs/run", {"run-s1-a1", "run-s2-a1"})

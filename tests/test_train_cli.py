@@ -215,3 +215,19 @@ def test_a_model_name_holding_the_other_task_is_refused_before_launch(sandbox, i
     assert f"model '{name}' holds regression of 'target' models, not classification of 'target'" in lines[0]
     assert runs_in(sandbox) == before
     assert registry.version_numbers(s3, bucket, name) == ({1}, {1})
+
+
+def test_a_command_runs_its_flow_without_prefect_heartbeats_unless_they_are_configured() -> None:
+    # Prefect waits up to a second for its heartbeat thread at the end of every flow run.
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from mltp.cli.context import _no_flow_heartbeats_unless_configured
+
+    assert get_current_settings().flows.heartbeat_frequency == 180  # Prefect's default
+    with _no_flow_heartbeats_unless_configured():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with (
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}),
+        _no_flow_heartbeats_unless_configured(),
+    ):
+        assert get_current_settings().flows.heartbeat_frequency == 60

@@ -27,6 +27,11 @@ class Algorithm:
     # Trees split on missing values natively: imputing first only costs time and loses information.
     handles_missing: bool = False
 
+    @property
+    def modules(self) -> list[str]:
+        """The modules its estimators live in, to import ahead of use (mltp/preload.py)."""
+        return sorted({path.rpartition(".")[0] for path in (self.classifier, self.regressor) if path})
+
     def estimator_class(self, task: str) -> type[BaseEstimator]:
         found = self.classifier if task == "classification" else self.regressor
         if found is None:
