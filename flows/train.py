@@ -75,7 +75,6 @@ from mltp.registry import (
     validate_model_name,
 )
 from mltp.runs import Shard, attempt_spec, best_shard, observed_cost_usd, run_folder
-from mltp.trainer.algorithms import ALGORITHMS
 from tasks.registry import announce, check_model_name, current_champion, promote_if_better, register_model
 from tasks.training import (
     launch_job,
@@ -154,8 +153,6 @@ def train_model(
     """Train a scikit-learn model on an ingested dataset on the compute the planner picks, then register
     the best candidate."""
     started = time.monotonic()
-    if algorithm in ALGORITHMS:  # needed to check the hyperparameters; an unknown one is reported below
-        import_in_background(*ALGORITHMS[algorithm].modules)
     logger = get_run_logger()
     flow_run = get_run_context().flow_run
     name = validate_model_name(model_name or model_name_for(dataset))
@@ -186,11 +183,12 @@ def train_model(
     code = publish_trainer(blocks) if plan.backend == "ec2" and not blocks.ec2.trainer_preinstalled else None
     backend = make_backend(blocks, plan, code)
     watch = _Watch(blocks, backend, prepared, str(flow_run.id), monitoring)
-    if register_best:  # checks the model's types: imported while the jobs run
-        import_in_background("skops.io")
     with _vanished_buckets_named():
         try:
-            watch.run()
+            watch.launch()
+            if register_best:  # the registry checks the model's types with it: imported while jobs run
+                import_in_background("skops.io")
+            watch.follow()
         finally:
             live = [shard.launched for shard in shards if shard.launched is not None]
             if live:
@@ -261,10 +259,13 @@ class _Watch:
     def shards(self) -> list[Shard]:
         return self.prepared.shards
 
-    def run(self) -> None:
+    def launch(self) -> None:
         self._record()  # before any launch: the hooks and the reaper can find what this run starts
         for shard in self.shards:
             self._launch(shard)
+
+    def follow(self) -> None:
+        """Until every job settled: poll, relay, relaunch what was lost."""
         self.artifact = create_progress_artifact(0.0, description=self._describe_progress(0.0, None))
         create_link_artifact(
             f"s3://{self.blocks.models.bucket_name}/{run_folder(self.prepared.run_id)}",

@@ -20,10 +20,11 @@ from mltp.aws import DENIED_CODES, NOT_FOUND_CODES, ClientFactory, error_code
 from mltp.dataset_catalog import NOT_A_TARGET, column_list, task_hint
 from mltp.errors import BucketError
 from mltp.s3_json import put_json
-from mltp.trainer.algorithms import get_algorithm, validate_candidates
+from mltp.trainer.algorithms import get_algorithm
 from mltp.trainer.errors import TrainingInputError
 from mltp.trainer.feature_plan import plan_features
 from mltp.trainer.spec import JobSpec, Validation, default_primary_metric, metric_problem
+from mltp.valid_hyperparameters import check_candidates
 
 
 def parse_value(text: str) -> Any:
@@ -140,7 +141,7 @@ def build_job_spec(
     primary_metric = primary_metric or default_primary_metric(task)
     check_metric(primary_metric, task)
     plan_features(manifest["columns"], target, manifest["rows"])
-    validate_candidates(algorithm, task, candidates)
+    check_candidates(algorithm, task, candidates)
     job_id = job_id or new_job_id(manifest["name"], algorithm)
     validation = Validation(kind="kfold", folds=folds) if folds else Validation(holdout_fraction=holdout)
     try:

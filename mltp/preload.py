@@ -1,9 +1,9 @@
 """Importing heavy modules on a thread of their own while the caller waits on the network.
 
-A training flow needs scikit-learn to check hyperparameters before launch and skops to check a model's
-types before registering it, about a second of imports each; meanwhile it waits on Prefect, S3 and the
-trainer. Started early, the imports are done when needed: Python's import lock makes an import of the
-same module elsewhere wait for this one instead of running it twice.
+A training flow needs skops to check a model's types before registering it, most of a second of imports
+(scikit-learn's among them); meanwhile it waits for the trainer. Started early, the import is done when
+needed: Python's import lock makes an import of the same module elsewhere wait for this one instead of
+running it twice.
 """
 
 from __future__ import annotations

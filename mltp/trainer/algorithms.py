@@ -27,12 +27,8 @@ class Algorithm:
     # Trees split on missing values natively: imputing first only costs time and loses information.
     handles_missing: bool = False
 
-    @property
-    def modules(self) -> list[str]:
-        """The modules its estimators live in, to import ahead of use (mltp/preload.py)."""
-        return sorted({path.rpartition(".")[0] for path in (self.classifier, self.regressor) if path})
-
-    def estimator_class(self, task: str) -> type[BaseEstimator]:
+    def estimator_path(self, task: str) -> str:
+        """The dotted path of its estimator for `task`; refuses a task it does not do."""
         found = self.classifier if task == "classification" else self.regressor
         if found is None:
             other = "regression" if task == "classification" else "classification"
@@ -40,7 +36,10 @@ class Algorithm:
                 f"algorithm {self.name!r} does only {other}, but the task is {task}: "
                 f"choose one of {', '.join(names_for(task))}"
             )
-        module, _, name = found.rpartition(".")
+        return found
+
+    def estimator_class(self, task: str) -> type[BaseEstimator]:
+        module, _, name = self.estimator_path(task).rpartition(".")
         return getattr(importlib.import_module(module), name)
 
 
