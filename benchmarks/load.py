@@ -14,6 +14,8 @@ left running.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterId
 from prefect.settings import get_current_settings
@@ -45,6 +48,7 @@ PIPELINES, ALONE = 20, 3  # the full burst, and how often one pipeline runs alon
 ROWS = 120
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 BURST_TARGET = 0.75  # the burst's wall time over the same pipelines' one after another
+BOUND_SLACK = 1.10  # where the machine's CPU rules the target out: the burst within 10% of that bound
 SLOTTED = frozenset({"PENDING", "RUNNING"})  # a run holds its concurrency slot from PENDING on
 SAMPLE_EVERY_S = 0.3
 PACKAGES = ("prefect", "boto3", "moto", "scikit-learn")
@@ -57,6 +61,7 @@ class Target:
     prefect_api_url: str
     clients: ClientFactory
     models_bucket: str = MODELS_BUCKET
+    home: Path | None = None  # the sandbox's MLTP_HOME: its processes' CPU time is counted when known
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Burst:
     lineage: dict[int, dict[str, Any]] = field(default_factory=dict)  # version -> dataset, pipeline run
     launched: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0  # CPU time the sandbox's processes used from the request to the last run's end
 
     @property
     def completed(self) -> list[Pipeline]:
@@ -146,9 +152,10 @@ def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 900) 
     files = write_datasets(folder, prefix, count)
     with activated(target.prefect_api_url), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
-        requested_at = time.time()
+        requested_at, cpu_at_request = time.time(), sandbox_cpu_s(target.home)
         runs = start(client, deployment.id, files, prefix)
         most_running, most_slotted, samples = watch(client, list(runs), timeout_s)
+        cpu_s = sandbox_cpu_s(target.home) - cpu_at_request
         burst = Burst(
             model=prefix,
             limit=deployment.global_concurrency_limit.limit,
@@ -157,10 +164,28 @@ def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 900) 
             most_running=most_running,
             most_slotted=most_slotted,
             samples=samples,
+            cpu_s=cpu_s,
         )
         read_registry(target, client, burst)
     read_instances(target, prefix, burst)
     return burst
+
+
+def sandbox_cpu_s(home: Path | None) -> float:
+    """CPU seconds the sandbox's processes have used so far: its services (moto, the Prefect server, the
+    worker, the fleet) and every process they started (flow runs, trainers; those that ended are counted
+    in their parents' children's times). Other programs on the machine are not."""
+    if home is None:
+        return 0.0
+    total = 0.0
+    for pid_file in (home / "run").glob("*.pid"):
+        with contextlib.suppress(psutil.NoSuchProcess, ValueError, OSError):
+            service = psutil.Process(json.loads(pid_file.read_text())["pid"])
+            for process in (service, *service.children(recursive=True)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = process.cpu_times()
+                    total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def start(client, deployment_id: uuid.UUID, files: dict[str, Path], model: str) -> dict[uuid.UUID, str]:
@@ -319,16 +344,48 @@ def measure(target: Target, scratch: Path) -> tuple[list[Burst], Burst]:
     return alone[1:], burst
 
 
+def cpu_bound_s(alone: list[Burst], count: int) -> float:
+    """The least wall time `count` pipelines can take on this machine: the CPU seconds the sandbox spends
+    on one alone (median), times `count`, over the cores."""
+    return count * statistics.median(one.cpu_s for one in alone) / (os.cpu_count() or 1)
+
+
 def figures(alone: list[Burst], burst: Burst) -> str:
     single, count = [one.pipelines[0] for one in alone], len(burst.pipelines)
+    sequential_s = count * statistics.median(one.wall_s for one in alone)
+    bound_s, cores = cpu_bound_s(alone, count), os.cpu_count()
+    # The issue's rule: where the machine's CPU rules the target out, prove the bound in the same run
+    # and come within 10% of it.
+    possible = bound_s <= BURST_TARGET * sequential_s
+    target = (
+        f"<= {BURST_TARGET}x (the limit of {burst.limit} lets runs overlap)"
+        if possible
+        else f"<= {BURST_TARGET}x is below what {cores} cores allow ({bound_s / sequential_s:.2f}x, next "
+        f"row): within {BOUND_SLACK:.2f}x of that bound instead"
+    )
+    goal_s = BURST_TARGET * sequential_s if possible else BOUND_SLACK * bound_s
     rows = [
         Row(
             f"wall time to all done: {count} pipelines started at once vs {count} x one alone",
             [burst.wall_s],
             [count * one.wall_s for one in alone],
             "s",
-            f"<= {BURST_TARGET}x (the limit of {burst.limit} lets runs overlap)",
-            lambda ours, base: statistics.median(ours) <= BURST_TARGET * statistics.median(base),
+            target,
+            lambda ours, base: statistics.median(ours) <= goal_s,
+        ),
+        Row(
+            f"wall time to all done: the burst vs its bound on {cores} cores ({count} x the CPU seconds the "
+            f"sandbox's processes spend on one pipeline alone, / {cores})",
+            [burst.wall_s],
+            [bound_s],
+            "s",
+        ),
+        Row(
+            f"CPU seconds of the sandbox's processes (servers, worker, flow runs, fleet, trainers): the "
+            f"burst vs {count} x one alone",
+            [burst.cpu_s],
+            [count * one.cpu_s for one in alone],
+            "s",
         ),
         Row(
             "per pipeline: request to RUNNING (queue wait: worker, concurrency slot, process start)",
@@ -390,7 +447,8 @@ def slot_use(alone: list[Burst], burst: Burst) -> str:
         f"= {len(slot_s) * mean_slot_s / (burst.limit * held):.0f} s. A run held its slot "
         f"{mean_slot_s / single_s:.2f}x as long as one pipeline alone took ({single_s:.1f} s), "
         f"{_slower(alone, burst)}. And the slots stood "
-        f"idle {100 * (1 - held):.0f}% of the time. Waiting runs stay Scheduled in the `{TRAINING_QUEUE}` "
+        f"idle {100 * (1 - held):.0f}% of the time: from a run's end to the next waiting run's PENDING took "
+        f"{summary(handoffs_s(burst), 's', digits=1)}. Waiting runs stay Scheduled in the `{TRAINING_QUEUE}` "
         f"queue, whose limit keeps the worker from taking more than {burst.limit}; it takes one at its next "
         f"poll ({WORKER_POLL_S} s) after a slot frees. {len(waited)} runs were taken too early and turned "
         f"away by the deployment's own limit (AwaitingConcurrencySlot) "
@@ -398,6 +456,20 @@ def slot_use(alone: list[Burst], burst: Burst) -> str:
         f"to Scheduled {wait_s:.0f} s later (`PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS`), "
         f"and the worker takes it again {prefetch_s:.0f} s before that (`PREFECT_WORKER_PREFETCH_SECONDS`)."
     )
+
+
+def handoffs_s(burst: Burst) -> list[float]:
+    """For each run's end while others waited, the time until the next waiting run was taken (PENDING):
+    what a freed slot stood idle for."""
+    ends = sorted(pipeline.ended for pipeline in burst.pipelines if pipeline.ended)
+    taken = sorted(pipeline.slotted for pipeline in burst.pipelines if pipeline.slotted)
+    gaps = []
+    for end in ends:
+        later = [moment for moment in taken if moment >= end]
+        if later:
+            gaps.append(later[0] - end)
+            taken.remove(later[0])
+    return gaps
 
 
 def _slower(alone: list[Burst], burst: Burst) -> str:
@@ -415,7 +487,7 @@ def _slower(alone: list[Burst], burst: Burst) -> str:
     )
 
 
-def section(alone: list[Burst], burst: Burst, total_s: float) -> str:
+def section(alone: list[Burst], burst: Burst, total_s: float, loads: tuple[tuple[float, ...], ...]) -> str:
     lines = [
         *environment(PACKAGES),
         f"- One private sandbox (`mltp sandbox up`, its worker, the fleet running at most 4 trainers). Each "
@@ -427,6 +499,10 @@ def section(alone: list[Burst], burst: Burst, total_s: float) -> str:
         figures(alone, burst),
         "",
         *notes(alone, burst),
+        "",
+        "Load average (1, 5, 15 min) before the first pipeline: "
+        f"{', '.join(f'{value:.2f}' for value in loads[0])}; after the burst: "
+        f"{', '.join(f'{value:.2f}' for value in loads[1])}.",
         "",
         f"Whole suite (sandbox start and stop included): {total_s / 60:.1f} min.",
     ]
@@ -447,5 +523,8 @@ def run() -> Section:
     print("load: starting a private sandbox ...", file=sys.stderr, flush=True)
     with sandbox() as (endpoint, env), tempfile.TemporaryDirectory(prefix="mltp-bench-load-") as scratch:
         api_url = Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url
-        alone, burst = measure(Target(api_url, sandbox_clients(endpoint)), Path(scratch))
-    return Section("load", section(alone, burst, time.monotonic() - started))
+        target = Target(api_url, sandbox_clients(endpoint), home=Path(env["MLTP_HOME"]))
+        load_before = os.getloadavg()
+        alone, burst = measure(target, Path(scratch))
+        loads = (load_before, os.getloadavg())
+    return Section("load", section(alone, burst, time.monotonic() - started, loads))
