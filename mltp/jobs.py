@@ -124,7 +124,7 @@ def build_job_spec(
     profile = columns[target]
     _check_target_kind(profile, manifest)
     task = task or (manifest.get("task") if target == manifest.get("target") else None) or task_hint(profile)
-    get_algorithm(algorithm).estimator_class(task)
+    get_algorithm(algorithm).estimator_path(task)  # the task check; no import
     if task == "regression" and profile["type"] not in ("integer", "float"):
         raise TrainingInputError(
             f"regression target {target!r} is not numeric (it is {profile['type']}): "

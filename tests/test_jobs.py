@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mltp.errors import BucketError
@@ -146,3 +149,14 @@ def test_unwritable_output_location() -> None:
         session = boto3.Session(region_name="us-east-1")
         with pytest.raises(BucketError, match="the model output location s3://m does not exist"):
             write_job(lambda service: session.client(service), spec())
+
+
+def test_a_spec_with_default_hyperparameters_is_built_without_importing_scikit_learn() -> None:
+    # Importing it costs over a second before every launch; default parameters need no check.
+    code = (
+        "import sys; from tests.test_jobs import spec; spec();"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}); print(heavy);"
+        "sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
