@@ -162,8 +162,8 @@ def make_backend(blocks: PlatformBlocks, plan: ComputePlan, code: dict[str, str]
         )
 
     return Ec2Backend(
-        credentials.get_client("ec2"),
-        credentials.get_client("ssm"),
+        blocks.client("ec2"),
+        blocks.client("ssm"),
         settings,
         user_data,
         launch_client=blocks.single_attempt_client("ec2"),
