@@ -4,10 +4,14 @@ they are named is `mltp.dataset_catalog`'s."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import itertools
+import queue
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,42 +35,101 @@ class RowTooLongError(DatasetError):
     """A CSV row longer than the parser's blocks hold: read it again with bigger blocks, or refuse."""
 
 
-class TeeReader(io.RawIOBase):
-    """Reads `source` and hands every byte to `sinks` (hash, upload) as it goes: one read serves all.
+class ReadAhead(io.RawIOBase):
+    """Reads `source` once, on a thread of its own, in chunks of `chunk_bytes`: each chunk goes to `sinks`
+    (hash, upload) on that thread, then waits in a queue of at most `queued` chunks for whoever reads this
+    stream (the parser). The upload thus runs ahead of the parser by up to `queued` chunks instead of
+    waiting on it block by block, and memory stays bounded.
 
-    Also enforces the size limit, so a stream without a known size cannot grow past it.
+    Also enforces the size limit, so a stream without a known size cannot grow past it. A failure on the
+    reading thread (the source, a sink, the limit) is raised to the stream's reader and by `finish()`.
     """
 
     def __init__(
-        self, source: BinaryIO, sinks: list[Callable[[bytes], None]], limit: int, label: str
+        self,
+        source: BinaryIO,
+        sinks: list[Callable[[bytes], None]],
+        limit: int,
+        label: str,
+        chunk_bytes: int,
+        queued: int,
     ) -> None:
         self.source, self.sinks, self.limit, self.label = source, sinks, limit, label
+        self.chunk_bytes = chunk_bytes
         self.bytes_read = 0
+        self.seconds_waiting_on_consumer = 0.0  # the reading thread (so the upload) on a full queue
+        self.error: BaseException | None = None
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=queued)
+        self._current = memoryview(b"")
+        self._ended = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read_all, name="ingest-reader", daemon=True)
+        self._thread.start()
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
-        data = self.source.read(len(buffer))
-        if not data:
-            return 0
-        self.bytes_read += len(data)
-        if self.bytes_read > self.limit:
-            raise DatasetError(
-                f"{self.label} is larger than the maximum of {megabytes(self.limit)}: raise --max-size-mb "
-                "(MLTP_MAX_DATASET_MB) or split the file",
-                source=self.label,
-            )
-        for sink in self.sinks:
-            sink(data)
-        buffer[: len(data)] = data
-        return len(data)
+    def _read_all(self) -> None:
+        try:
+            while not self._stopping.is_set() and (chunk := self.source.read(self.chunk_bytes)):
+                self.bytes_read += len(chunk)
+                if self.bytes_read > self.limit:
+                    raise DatasetError(
+                        f"{self.label} is larger than the maximum of {megabytes(self.limit)}: raise "
+                        "--max-size-mb (MLTP_MAX_DATASET_MB) or split the file",
+                        source=self.label,
+                    )
+                for sink in self.sinks:
+                    sink(chunk)
+                self._put(chunk)
+        except BaseException as error:  # handed to the consumer, which raises it in its own thread
+            self.error = error
+        finally:
+            self._put(None)
 
-    def drain(self, chunk: int = 1024 * 1024) -> None:
-        """Read whatever the parser left (a gzip trailer, padding) so the hash covers every byte."""
-        buffer = bytearray(chunk)
-        while self.readinto(buffer):
-            pass
+    def _put(self, item: bytes | None) -> None:
+        started = time.monotonic()
+        _put_unless(self._stopping, self._chunks, item)
+        self.seconds_waiting_on_consumer += time.monotonic() - started
+
+    def readinto(self, buffer) -> int:
+        while not self._current:
+            if self._ended:
+                return 0
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._ended = True
+                self.raise_error()
+                return 0
+            self._current = memoryview(chunk)
+        size = min(len(buffer), len(self._current))
+        buffer[:size] = self._current[:size]
+        self._current = self._current[size:]
+        return size
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        """Let the reading thread read the rest (a gzip trailer, padding the parser left) so the hash
+        and the upload cover every byte; raise its failure if it had one."""
+        while not self._ended:
+            if self._chunks.get() is None:
+                self._ended = True
+        self._thread.join()
+        self.raise_error()
+
+    def close(self) -> None:
+        """Stop the reading thread early (the parser failed): it ends after the chunk in hand. A read still
+        waiting for a chunk (Arrow reads ahead on threads of its own) gets the end of the stream."""
+        self._stopping.set()
+        self._thread.join()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._chunks.get_nowait()
+        self._chunks.put_nowait(None)
+        super().close()
 
 
 class _Prefixed(io.RawIOBase):
@@ -228,6 +291,48 @@ def csv_batches(stream: BinaryIO, dialect: CsvDialect, label: str) -> Iterator[p
         for batch in reader:
             rows += batch.num_rows
             yield batch
+
+
+def parsed_ahead(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """`batches`, parsed on a thread of their own up to `depth` batches ahead: Arrow's streaming reader
+    parses only when asked for the next batch, so without this the parser and the profiler, which each
+    need a core, would take turns. A parse failure is raised here, in the consumer's thread."""
+    ready: queue.Queue[tuple[pa.RecordBatch | None, BaseException | None]] = queue.Queue(maxsize=depth)
+    stopping = threading.Event()
+
+    def parse() -> None:
+        try:
+            for batch in batches:
+                if not _put_unless(stopping, ready, (batch, None)):
+                    return
+            _put_unless(stopping, ready, (None, None))
+        except BaseException as error:
+            _put_unless(stopping, ready, (None, error))
+
+    thread = threading.Thread(target=parse, name="csv-parser", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield batch
+    finally:
+        stopping.set()
+        thread.join()
+
+
+def _put_unless(stopping: threading.Event, into: queue.Queue, item) -> bool:
+    """Put `item`, waiting for room until `stopping` is set; whether it was put."""
+    while not stopping.is_set():
+        try:
+            into.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def parquet_batches(file: BinaryIO | str, label: str) -> tuple[list[str], Iterator[pa.RecordBatch]]:

@@ -10,10 +10,12 @@ Layout (a contract other parts rely on):
 The version is the first 16 hex digits of the content's SHA-256, so the same bytes always get the
 same version and ingesting them again changes nothing.
 
-One streaming read uploads the bytes (multipart, parts in flight), hashes them and profiles them. A
-local file is additionally hashed up front, at disk speed: that finds identical bytes before anything
-is sent, and lets the upload go straight to the versioned key (the main read re-hashes and refuses a
-file that changed in between). An S3 source is read only once: it is staged under `staging/` and
+One streaming read, on a thread of its own, hashes the bytes and uploads them (multipart, parts in
+flight), and hands them through a short queue to the CSV parser, which parses on another thread while the
+profiler works on the batch before: each runs at its own pace, within bounded memory. A local file is
+additionally hashed up front, at disk speed: that finds identical bytes before anything is sent, and lets
+the upload go straight to the versioned key (the main read re-hashes and refuses a file that changed in
+between). An S3 source is read only once: it is staged under `staging/` and
 copied server-side once its hash is known.
 """
 
@@ -56,12 +58,13 @@ from mltp.dataset_catalog import (
 from mltp.dataset_formats import (
     CSV_BLOCK_BYTES,
     LONG_ROW_BLOCK_BYTES,
+    ReadAhead,
     RowTooLongError,
-    TeeReader,
     csv_batches,
     csv_read_options,
     open_csv_stream,
     parquet_batches,
+    parsed_ahead,
 )
 from mltp.errors import DatasetError, MltpError
 from mltp.profiling import Profiler, arrow_type
@@ -69,6 +72,8 @@ from mltp.s3_json import SSE, lost_race, put_json, read_json
 from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
+# Parts read but not yet parsed: how far the upload may run ahead of the parser (memory: parts x size).
+READ_AHEAD_PARTS = 2
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -126,7 +131,7 @@ def resolve_source(clients: ClientFactory, source: str) -> Source:
 
 
 def _profile(
-    raw: TeeReader,
+    raw: ReadAhead,
     source: Source,
     file_format: FileFormat,
     target: str | None,
@@ -138,15 +143,23 @@ def _profile(
     `report` is called between batches, on this thread: the parser reads `raw` from threads of its own,
     where a progress callback that talks to an API would find none of this thread's context.
     """
+    try:
+        return _parse_and_profile(raw, source, file_format, target, report, block_bytes)
+    except Exception:
+        raw.raise_error()  # a failed read or upload is the cause; the parser only saw its stream end
+        raise
+
+
+def _parse_and_profile(raw, source, file_format, target, report, block_bytes) -> tuple[Profiler, dict]:
     label = source.filename
     if file_format.kind == "csv":
         dialect, stream = open_csv_stream(raw, file_format, label, block_bytes)
         _check_target(target, dialect.names, label)
         profiler = Profiler(dialect.names)
-        for batch in csv_batches(stream, dialect, label):
+        for batch in parsed_ahead(csv_batches(stream, dialect, label)):
             profiler.update(batch)
             report()
-        raw.drain()
+        raw.finish()
         read_with = {"block_bytes": block_bytes} if block_bytes != CSV_BLOCK_BYTES else {}
         return profiler, {
             "kind": "csv",
@@ -158,7 +171,7 @@ def _profile(
     # still stream once to the hash and the upload, and the parser reads the local file (or a spooled
     # copy of an S3 object) with random access.
     if source.local_path is not None:
-        raw.drain()
+        raw.finish()
         names, batches = parquet_batches(str(source.local_path), label)
         return _profile_parquet(names, batches, target, label)
     import tempfile
@@ -166,6 +179,7 @@ def _profile(
     with tempfile.TemporaryFile() as spool:
         while chunk := raw.read(8 * 1024 * 1024):
             spool.write(chunk)
+        raw.finish()
         spool.seek(0)
         names, batches = parquet_batches(spool, label)
         return _profile_parquet(names, batches, target, label)
@@ -269,17 +283,27 @@ def _ingest(
     else:
         upload_key = f"staging/{uuid.uuid4().hex}/{found.filename}"
     digest = hashlib.sha256()
+    part_size = part_size_for(found.size)
     upload = MultipartUpload(
         s3,
         bucket,
         upload_key,
-        part_size=part_size_for(found.size),
+        part_size=part_size,
         extra_args=SSE,
         sole_writer=upload_key.startswith("staging/"),
     )
     try:
-        with found.open() as raw_source:
-            reader = TeeReader(raw_source, [digest.update, upload.write], max_bytes, found.filename)
+        with (
+            found.open() as raw_source,
+            ReadAhead(
+                raw_source,
+                [digest.update, upload.write],
+                max_bytes,
+                found.filename,
+                part_size,
+                READ_AHEAD_PARTS,
+            ) as reader,
+        ):
             report = (lambda: on_progress(reader.bytes_read, found.size)) if on_progress else (lambda: None)
             profiler, file_info = _profile(reader, found, file_format, target, report, block_bytes)
             report()

@@ -63,9 +63,19 @@ def _type_of(arrow: pa.DataType) -> str:
 
 
 def _has_leading_zeros(values: pa.Array) -> bool:
-    """Whether some value is a number written with leading zeros, like a postal code or an account."""
-    zeros = values.filter(pc.starts_with(values, "0"))
-    return len(zeros) > 0 and pc.any(pc.match_substring_regex(zeros, r"^0[0-9]")).as_py()
+    """Whether some value is a number written with leading zeros, like a postal code or an account:
+    a `0` followed by a digit. Read off the string buffers (first two bytes of each value), which costs
+    a fraction of a string kernel over every value."""
+    _, offsets_buffer, data_buffer = values.buffers()
+    if data_buffer is None or data_buffer.size == 0:
+        return False
+    offset_type = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    starts = offsets[:-1][np.diff(offsets) >= 2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    first_two = data[starts].astype(np.uint16) << 8 | data[starts + 1]
+    return bool(np.any((first_two >= 0x3030) & (first_two <= 0x3039)))  # "00" to "09"
 
 
 class HyperLogLog:
@@ -77,13 +87,12 @@ class HyperLogLog:
 
     def add(self, hashes: np.ndarray) -> None:
         hashes = hashes.astype(np.uint64, copy=False)
-        index = (hashes >> np.uint64(64 - self.p)).astype(np.int64)
+        index = hashes >> np.uint64(64 - self.p)
         rest = hashes & np.uint64((1 << (64 - self.p)) - 1)
-        # rank = position of the leftmost 1-bit in the remaining 64-p bits (all zero: 64-p+1)
-        bits = np.zeros(rest.shape, dtype=np.int64)
-        nonzero = rest > 0
-        bits[nonzero] = np.floor(np.log2(rest[nonzero].astype(np.float64))).astype(np.int64) + 1
-        rank = (64 - self.p) - bits + 1
+        # rank = position of the leftmost 1-bit in the remaining 64-p bits (all zero: 64-p+1); frexp's
+        # exponent is the bit length (0 for 0)
+        _, bits = np.frexp(rest.astype(np.float64))
+        rank = (64 - self.p + 1) - bits
         np.maximum.at(self.registers, index, rank.astype(np.uint8))
 
     def estimate(self) -> int:
@@ -102,6 +111,14 @@ def _hashes(values: pa.Array) -> np.ndarray:
         objects = values.to_numpy(zero_copy_only=False)
         return np.fromiter(map(hash, objects), dtype=np.int64, count=len(objects)).view(np.uint64)
     return pd.util.hash_array(values.to_numpy(zero_copy_only=False))
+
+
+def _min_max(values: pa.Array) -> tuple[Any, Any]:
+    if values.type == pa.float64():  # numpy's NaN-skipping reductions: a fifth of Arrow's min_max time
+        array = values.to_numpy()
+        return np.fmin.reduce(array).item(), np.fmax.reduce(array).item()
+    bounds = pc.min_max(values).as_py()
+    return bounds["min"], bounds["max"]
 
 
 @dataclass
@@ -140,8 +157,8 @@ class ColumnProfile:
             values = self._infer(values)
         elif not is_text:
             self.type = _type_of(values.type) if self.type in ("empty", _type_of(values.type)) else "other"
-        if self.type in ("integer", "float"):
-            self._widen(pc.min_max(values).as_py())
+        if self.type in _NUMBERS:
+            self._widen(*_min_max(values))
         self._count_distinct(values)
 
     def _infer(self, values: pa.Array) -> pa.Array:
@@ -166,8 +183,7 @@ class ColumnProfile:
         if self._exact:
             self._exact = None
 
-    def _widen(self, bounds: dict) -> None:
-        low, high = bounds["min"], bounds["max"]
+    def _widen(self, low, high) -> None:
         self.min = low if self.min is None else min(self.min, low)
         self.max = high if self.max is None else max(self.max, high)
 

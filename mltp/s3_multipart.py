@@ -54,6 +54,9 @@ class MultipartUpload:
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="s3-part")
 
     def write(self, data: bytes) -> None:
+        if not self._buffer and len(data) == self.part_size:  # a whole part: sent as is, not copied
+            self._submit(data)
+            return
         self._buffer += data
         while len(self._buffer) >= self.part_size:
             self._submit(bytes(self._buffer[: self.part_size]))

@@ -2,11 +2,19 @@ from __future__ import annotations
 
 import gzip
 import io
+import threading
 
 import pytest
 
 from mltp.dataset_catalog import FileFormat, derive_name, detect_format, validate_name
-from mltp.dataset_formats import RowTooLongError, TeeReader, csv_batches, open_csv_stream, sniff_header
+from mltp.dataset_formats import (
+    ReadAhead,
+    RowTooLongError,
+    csv_batches,
+    open_csv_stream,
+    parsed_ahead,
+    sniff_header,
+)
 from mltp.errors import DatasetError
 
 CSV = FileFormat("csv", None, ".csv")
@@ -145,11 +153,102 @@ def test_corrupt_gzip(data) -> None:
         rows_of(data, FileFormat("csv", "gzip", ".csv.gz"))
 
 
-def test_tee_feeds_every_sink_and_enforces_the_limit() -> None:
+def test_read_ahead_feeds_every_sink_and_the_reader_once() -> None:
+    data = bytes(range(256)) * 40
+    hashed, uploaded = [], []
+    with ReadAhead(io.BytesIO(data), [hashed.append, uploaded.append], 10**6, "f", 1000, 2) as reader:
+        parsed = io.BufferedReader(reader, 300).read()
+        reader.finish()
+    assert parsed == b"".join(hashed) == b"".join(uploaded) == data
+    assert [len(chunk) for chunk in uploaded] == [1000] * 10 + [240] and reader.bytes_read == len(data)
+
+
+def test_read_ahead_finish_reads_what_the_parser_left() -> None:
     seen = []
-    reader = TeeReader(io.BytesIO(b"x" * 100), [seen.append], limit=1000, label="f")
-    reader.drain(chunk=30)
-    assert b"".join(seen) == b"x" * 100 and reader.bytes_read == 100
-    small = TeeReader(io.BytesIO(b"x" * 100), [], limit=50, label="big.csv")
-    with pytest.raises(DatasetError, match=r"big\.csv is larger than the maximum"):
-        small.drain(chunk=30)
+    with ReadAhead(io.BytesIO(b"x" * 10_000), [seen.append], 10**6, "f", 100, 1) as reader:
+        reader.read(150)  # the parser stops early, e.g. at a gzip trailer
+        reader.finish()
+    assert b"".join(seen) == b"x" * 10_000
+
+
+def test_read_ahead_enforces_the_limit_in_the_reader_and_in_finish() -> None:
+    with ReadAhead(io.BytesIO(b"x" * 100), [], 50, "big.csv", 30, 4) as reader:
+        with pytest.raises(DatasetError, match=r"big\.csv is larger than the maximum"):
+            reader.read()
+        with pytest.raises(DatasetError, match=r"big\.csv is larger than the maximum"):
+            reader.finish()
+
+
+def test_read_ahead_raises_a_failing_sink_s_own_error() -> None:
+    def broken_upload(chunk: bytes) -> None:
+        raise ConnectionError("the upload broke")
+
+    reader = ReadAhead(io.BytesIO(b"x" * 100), [broken_upload], 10**6, "f", 30, 4)
+    with reader, pytest.raises(ConnectionError, match="the upload broke"):
+        reader.read()
+
+
+class EndlessSource(io.RawIOBase):
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return b"x" * size
+
+
+def test_closing_a_read_ahead_stops_its_thread() -> None:
+    source = EndlessSource()
+    reader = ReadAhead(source, [], 10**12, "f", 10, 2)
+    assert reader.read(5) == b"x" * 5
+    reader.close()
+    reads = source.reads
+    assert "ingest-reader" not in [thread.name for thread in threading.enumerate()]
+    assert reads < 10  # two queued, one in hand, one being put
+    assert source.reads == reads
+
+
+def test_a_read_still_waiting_when_a_read_ahead_closes_gets_the_end() -> None:
+    reader = ReadAhead(EndlessSource(), [], 10**12, "f", 10, 1)
+    reader.read(10)
+    reader.close()  # stopped before it could hand over the end of the stream
+    waiting = threading.Thread(target=lambda: [None for _ in iter(lambda: reader.readinto(bytearray(10)), 0)])
+    waiting.start()
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
+
+
+def batches_of(text: bytes, block_bytes: int = 1024 * 1024):
+    dialect, stream = open_csv_stream(io.BytesIO(text), CSV, "f", block_bytes)
+    return csv_batches(stream, dialect, "f")
+
+
+def test_parsed_ahead_yields_every_batch_in_order() -> None:
+    text = b"a,b\n" + b"".join(f"{i},{i * 2}\n".encode() for i in range(50_000))
+    batches = list(parsed_ahead(batches_of(text, block_bytes=4096)))
+    assert len(batches) > 10
+    assert [int(v) for batch in batches for v in batch.column(0).to_pylist()] == list(range(50_000))
+
+
+def test_parsed_ahead_raises_the_parse_error_in_the_consumer() -> None:
+    text = b"a,b\n" + b"1,2\n" * 20_000 + b"1,2,3\n"
+    with pytest.raises(DatasetError, match="has 3 fields but the header has 2"):
+        for _ in parsed_ahead(batches_of(text, block_bytes=4096), depth=1):
+            pass
+
+
+def test_parsed_ahead_stops_parsing_when_the_consumer_stops() -> None:
+    parsed = []
+
+    def batches():
+        for number in range(1000):
+            parsed.append(number)
+            yield number
+
+    ahead = parsed_ahead(batches(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert len(parsed) <= 5

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from mltp.dataset_catalog import task_hint
-from mltp.profiling import EXACT_DISTINCT_LIMIT, ColumnProfile, HyperLogLog, Profiler, arrow_type
+from mltp.profiling import (
+    EXACT_DISTINCT_LIMIT,
+    ColumnProfile,
+    HyperLogLog,
+    Profiler,
+    _has_leading_zeros,
+    arrow_type,
+)
 
 
 def profile_of(*batches: list) -> ColumnProfile:
@@ -70,6 +79,37 @@ def test_many_distinct_values_become_an_estimate() -> None:
         column.update(pa.array(chunk))
     assert not column.distinct_exact
     assert column.distinct == pytest.approx(len(values), rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["0", "10", "0.5", "-07", "", "a0"],  # none: a lone zero, a decimal, a sign, empty, not first
+        ["1", "", "07"],  # after an empty value
+        ["07", "1"],
+        ["1", "00"],
+        ["é0", "09x"],  # multi-byte text before it
+    ],
+)
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_leading_zeros_are_read_from_every_value_of_a_slice(values, text_type) -> None:
+    def regex(array) -> bool:
+        return any(re.match(r"0[0-9]", value) for value in array.to_pylist())
+
+    array = pa.array(["09", *values, "08"], type=text_type)  # codes at both ends, cut off by the slice
+    for sliced in (array[1:-1], array[2:-1], array[1:-2]):
+        assert _has_leading_zeros(sliced) == regex(sliced)
+
+
+def test_nan_is_no_bound() -> None:
+    column = profile_of(["1.5", "nan"], ["NaN", "-2"])
+    assert (column.type, column.min, column.max) == ("float", -2.0, 1.5)
+
+
+def test_hyperloglog_registers_hold_the_leftmost_one_bit() -> None:
+    sketch = HyperLogLog(p=4)  # 4 index bits, 60 bits ranked
+    sketch.add(np.array([(1 << 60) + (1 << 59), (2 << 60) + 1, 3 << 60], dtype=np.uint64))
+    assert sketch.registers[1:4].tolist() == [1, 60, 61]  # leftmost bit first, last bit, none at all
 
 
 @pytest.mark.parametrize("true_count", [10, 1_000, 100_000, 1_000_000])
