@@ -66,7 +66,6 @@ from mltp.monitor import (
     status_written,
 )
 from mltp.prefect_api import flow_run_url
-from mltp.preload import import_in_background
 from mltp.registry import (
     AliasRaceError,
     RejectedVersionError,
@@ -186,8 +185,6 @@ def train_model(
     with _vanished_buckets_named():
         try:
             watch.launch()
-            if register_best:  # the registry checks the model's types with it: imported while jobs run
-                import_in_background("skops.io")
             watch.follow()
         finally:
             live = [shard.launched for shard in shards if shard.launched is not None]
