@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -26,5 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if status["state"] == "succeeded" else (2 if status.get("kind") == "user" else 1)
 
 
+def exit_now(code: int) -> None:
+    """Leave without the interpreter's teardown of scikit-learn, pandas and the data (about 0.4 s after a
+    1M-row run): by now the model, metrics and status.json are written and the log is flushed to
+    CloudWatch; only this process's own output is left to flush."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
