@@ -133,7 +133,12 @@ def assert_visible_in_prefect(sandbox, report, tmp_path) -> None:
     assert {"progress", "markdown"} <= kinds
     progress = next(artifact for artifact in artifacts if artifact["type"] == "progress")
     assert progress["data"] == 100.0
-    markdown = next(artifact for artifact in artifacts if artifact["type"] == "markdown")
+    # The run folder's link is a markdown artifact too, and the API lists artifacts in no set order.
+    markdown = next(
+        artifact
+        for artifact in artifacts
+        if artifact["type"] == "markdown" and artifact["data"].startswith("# Training")
+    )
     assert report["run_id"] in markdown["data"] and "over the Lambda threshold" in markdown["data"]
     ui = sandbox.status["prefect_ui_url"]
     page = render(f"{ui}/artifacts/artifact/{markdown['id']}", tmp_path / "profile", "--dump-dom")
