@@ -149,7 +149,10 @@ def poll_interval_at(attempt: dict) -> float:
 
 @pytest.mark.servers
 def test_a_killed_and_a_frozen_trainer_are_declared_lost_within_the_heartbeat_window(sandbox, cancer) -> None:
-    known = set(sandbox.live_instances())
+    # Every instance so far, terminated ones too: the fleet may still list the trainer of an instance the
+    # previous test's reaper just terminated, and this test must fault only its own run's trainers.
+    pages = sandbox.client("ec2").get_paginator("describe_instances").paginate()
+    known = {i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]}
     process = start_training(
         sandbox, "--dataset", cancer, "--algorithm", "random_forest", "--param", "n_estimators=1500",
         "--grid", "max_depth=5,6", "--compute", "ec2", *FAST,
