@@ -94,6 +94,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def packages_imported_by(statements: str, packages: set[str]) -> list[str]:
+    """Which of `packages` a fresh interpreter has imported once it ran `statements`."""
+    loaded = "sorted({name.split('.')[0] for name in sys.modules})"
+    code = f"import json, sys\n{statements}\nprint(json.dumps({loaded}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return sorted(set(json.loads(result.stdout.splitlines()[-1])) & packages)
+
+
 def wait_for(predicate, timeout: float = 90, every: float = 0.1):
     """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
