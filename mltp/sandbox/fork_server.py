@@ -137,10 +137,13 @@ def serve(path: str, preload: Iterable[str], run: Callable[[dict], object], pare
     server = os.getpid()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     listener = socket.socket(socket.AF_UNIX)
+    # SIGTERM waits while the socket is made: delivered before the `try`, it would leave the socket behind
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     listener.bind(path)  # at once: a caller that comes during the imports waits in the backlog
-    listener.listen(64)
-    listener.settimeout(1)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        listener.listen(64)
+        listener.settimeout(1)
         for name in preload:
             importlib.import_module(name)
         gc.freeze()  # as the gc docs advise before forking: children neither copy nor scan what came before
