@@ -101,17 +101,31 @@ def scaled(score: Score) -> bool:
 
 
 def rows(scores: list[Score]) -> list[Row]:
-    return [
-        Row(
-            f"holdout {score.metric}, {score.dataset} ({score.algorithm})" + ("¹" if scaled(score) else ""),
+    return [_row(score) for score in scores]
+
+
+def _row(score: Score) -> Row:
+    """Tree ensembles see the same features as the plain script: equal. Linear models see them
+    standardized, which may change the score but must not make it worse."""
+    label = f"holdout {score.metric}, {score.dataset} ({score.algorithm})"
+    difference = score.ours - score.plain
+    if scaled(score):
+        return Row(
+            label + "¹",
             [score.ours],
             [score.plain],
             "",
-            f"\\|ours \N{MINUS SIGN} plain\\| ≤ {TOLERANCE} (here {abs(score.ours - score.plain):.4f})",
-            lambda ours, plain: abs(ours[0] - plain[0]) <= TOLERANCE,
+            f"no worse: ours ≥ plain \N{MINUS SIGN} {TOLERANCE} (here {difference:+.4f})",
+            lambda ours, plain: ours[0] >= plain[0] - TOLERANCE,
         )
-        for score in scores
-    ]
+    return Row(
+        label,
+        [score.ours],
+        [score.plain],
+        "",
+        f"\\|ours \N{MINUS SIGN} plain\\| ≤ {TOLERANCE} (here {abs(difference):.4f})",
+        lambda ours, plain: abs(ours[0] - plain[0]) <= TOLERANCE,
+    )
 
 
 def footnote(scores: list[Score]) -> str:
@@ -119,7 +133,8 @@ def footnote(scores: list[Score]) -> str:
     trees = [abs(s.ours - s.plain) for s in scores if not scaled(s)]
     return (
         "¹ Linear models: ours standardizes numeric features first (mltp/trainer/features.py does so for "
-        "estimators that need scaling), the plain script fits the raw features"
+        "estimators that need scaling), the plain script fits the raw features, so their target is no "
+        "worse than the plain script rather than equal"
         + (
             f"; the plain fit hit its iteration limit (ConvergenceWarning) for {', '.join(unconverged)}"
             if unconverged
