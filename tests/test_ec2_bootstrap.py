@@ -305,6 +305,54 @@ def test_source_hash_covers_the_packaged_files_and_the_requirements(tmp_path: Pa
     assert sources_sha256(read_sources(project)) not in {digest, with_new_pin}
 
 
+def _tricky_tree(root: Path) -> Path:
+    """Namespace folders, dotted and cache folders, packages below excluded ones, a file named like a
+    folder pattern."""
+    for folder in (
+        "pkg/sub/deep",
+        "pkg/__pycache__",
+        "pkg/sub/__pycache__",
+        "pkg/data.files",
+        "pkg/skipped/inner",
+        "pkgextra",
+        "other/pkg",
+        ".hidden/pkg",
+        "ez_setup",
+        "tests",
+    ):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for init in ("pkg", "pkg/sub", "pkg/skipped", "pkg/skipped/inner", "other", "ez_setup"):
+        (root / init / "__init__.py").write_text("")
+    (root / "pkg/notafolder").write_text("")
+    return root
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no namespaces"])
+@pytest.mark.parametrize(
+    ("include", "exclude"),
+    [(["*"], []), (["pkg*"], ["pkg.skipped"]), (["pkg*", "other"], ["pkg.sub.*"]), (["p?g.s*"], [])],
+)
+def test_package_discovery_finds_what_setuptools_finds(
+    tmp_path: Path, include: list[str], exclude: list[str], namespaces: bool
+) -> None:
+    from setuptools import find_namespace_packages, find_packages
+
+    tree = _tricky_tree(tmp_path)
+    setuptools_finds = (find_namespace_packages if namespaces else find_packages)(
+        str(tree), include=include, exclude=exclude
+    )
+    assert sorted(trainer_code.find_packages(tree, include, exclude, namespaces)) == sorted(setuptools_finds)
+
+
+def test_package_discovery_finds_what_setuptools_finds_in_this_checkout() -> None:
+    from setuptools import find_namespace_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    ours = trainer_code.find_packages(ROOT, find["include"], find.get("exclude", []))
+    assert sorted(ours) == sorted(find_namespace_packages(str(ROOT), include=find["include"]))
+    assert {"mltp", "mltp.trainer", "blocks", "flows", "tasks"} <= set(ours)
+
+
 def test_missing_requirements_is_a_clear_error(tmp_path: Path) -> None:
     project = fake_project(tmp_path)
     (project / "deployments/trainer-requirements.txt").unlink()
