@@ -104,7 +104,7 @@ def terminate_flow_run_instances(flow, flow_run, state) -> None:
     """Flow hook (failure, cancellation, crash): terminate every instance tagged with this flow run."""
     logger = get_run_logger() if _in_run_context() else None
     blocks = load_blocks()
-    ec2 = blocks.credentials.get_client("ec2")
+    ec2 = blocks.client("ec2")
     ids = [instance["InstanceId"] for instance in tagged_instances(ec2, flow_run_id=str(flow_run.id))]
     stopped = terminate_instances(ec2, ids) if ids else []
     if logger and stopped:
@@ -281,7 +281,7 @@ class _Watch:
         until = time.monotonic() + seconds
         if time.monotonic() - self.started < QUICK_LOOK_WINDOW_S:
             waiting = {shard.spec.job_id for shard in self.shards if shard.active and shard.launched}
-            s3, bucket = self.blocks.credentials.get_client("s3"), self.blocks.models.bucket_name
+            s3, bucket = self.blocks.client("s3"), self.blocks.models.bucket_name
             while until - time.monotonic() > QUICK_LOOK_S:
                 time.sleep(QUICK_LOOK_S)
                 try:

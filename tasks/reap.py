@@ -48,7 +48,7 @@ def _as_uuid(value: str) -> uuid.UUID | None:
 def reap_instances(blocks: PlatformBlocks, dry_run: bool, stale_after: timedelta) -> ReapReport:
     """Retrying is safe: an instance terminated by a failed attempt is no longer listed by the next."""
     return reap(
-        blocks.credentials.get_client,
+        blocks.client,
         blocks.models.bucket_name,
         flow_run_states,
         dry_run=dry_run,

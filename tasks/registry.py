@@ -40,7 +40,7 @@ def code_version() -> str:
 @task(name="check-model-name", cache_policy=NO_CACHE, **AWS_RETRIES)
 def check_model_name(blocks: PlatformBlocks, name: str, task: str, target: str) -> None:
     """Refuse a run whose model the name cannot hold (another task or target), before any compute."""
-    registry.check_holds(blocks.credentials.get_client("s3"), blocks.models.bucket_name, name, task, target)
+    registry.check_holds(blocks.client("s3"), blocks.models.bucket_name, name, task, target)
 
 
 # No task retries: a retried registration whose first answer was lost would allocate a second version.
@@ -48,7 +48,7 @@ def check_model_name(blocks: PlatformBlocks, name: str, task: str, target: str) 
 def register_model(
     blocks: PlatformBlocks, name: str, report: dict[str, Any], flow_run_id: str, flow_run_url: str
 ) -> dict[str, Any]:
-    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    s3, bucket = blocks.client("s3"), blocks.models.bucket_name
     best = report["best"]
     signature, _ = read_json(s3, *split_s3_uri(best["model_uri"].rsplit("/", 1)[0] + "/signature.json"))
     summary = report.get("summary") or {}
@@ -88,7 +88,7 @@ def register_model(
 @task(name="promote-if-better", cache_policy=NO_CACHE)
 def promote_if_better(blocks: PlatformBlocks, version: dict[str, Any], flow_run_id: str) -> dict[str, Any]:
     """Move `champion` to the new version when it beats the current one on the primary metric."""
-    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    s3, bucket = blocks.client("s3"), blocks.models.bucket_name
     name = version["name"]
     champion = current_champion(blocks, name)
     promote, reason = registry.promotion(version, champion)
@@ -111,7 +111,7 @@ def promote_if_better(blocks: PlatformBlocks, version: dict[str, Any], flow_run_
 
 
 def current_champion(blocks: PlatformBlocks, name: str) -> dict[str, Any] | None:
-    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    s3, bucket = blocks.client("s3"), blocks.models.bucket_name
     if CHAMPION not in registry.aliases(s3, bucket, name):
         return None
     return registry.get_version(s3, bucket, name, alias=CHAMPION).as_dict()

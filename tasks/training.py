@@ -49,9 +49,7 @@ def validate_and_plan(
 ) -> tuple[dict[str, Any], JobSpec, ComputePlan]:
     """The dataset's manifest, the validated job spec and the compute plan: what `mltp plan` shows and
     what a training run starts from."""
-    manifest = get_manifest(
-        blocks.credentials.get_client, blocks.datasets.bucket_name, dataset, dataset_version
-    )
+    manifest = get_manifest(blocks.client, blocks.datasets.bucket_name, dataset, dataset_version)
     spec = build_job_spec(
         manifest,
         algorithm=algorithm,
@@ -172,24 +170,24 @@ def make_backend(blocks: PlatformBlocks, plan: ComputePlan, code: dict[str, str]
 
 @task(name="publish-trainer", cache_policy=NO_CACHE, **AWS_RETRIES)
 def publish_trainer(blocks: PlatformBlocks) -> dict[str, str]:
-    code = publish_trainer_code(blocks.credentials.get_client("s3"), blocks.models.bucket_name)
+    code = publish_trainer_code(blocks.client("s3"), blocks.models.bucket_name)
     get_run_logger().info("trainer code: %s", code.wheel_uri)
     return {"wheel_uri": code.wheel_uri, "requirements_uri": code.requirements_uri}
 
 
 @task(name="write-job-spec", cache_policy=NO_CACHE, **AWS_RETRIES)
 def write_job_spec(blocks: PlatformBlocks, shard: Shard) -> str:
-    return write_job(blocks.credentials.get_client, shard.spec)
+    return write_job(blocks.client, shard.spec)
 
 
 @task(name="record-run", cache_policy=NO_CACHE, **AWS_RETRIES)
 def record_run(blocks: PlatformBlocks, run_id: str, record: dict[str, Any]) -> None:
-    write_run_record(blocks.credentials.get_client("s3"), blocks.models.bucket_name, run_id, record)
+    write_run_record(blocks.client("s3"), blocks.models.bucket_name, run_id, record)
 
 
 @task(name="store-run-report", cache_policy=NO_CACHE, **AWS_RETRIES)
 def store_run_report(blocks: PlatformBlocks, run_id: str, report: dict[str, Any]) -> None:
-    write_run_report(blocks.credentials.get_client("s3"), blocks.models.bucket_name, run_id, report)
+    write_run_report(blocks.client("s3"), blocks.models.bucket_name, run_id, report)
 
 
 @task(name="launch-job", cache_policy=NO_CACHE, **AWS_RETRIES)
@@ -211,7 +209,7 @@ def poll_jobs(
     started: set[str],
 ) -> Observation:
     observation = poll(
-        blocks.credentials.get_client,
+        blocks.client,
         backend,
         launched,
         blocks.models.bucket_name,
@@ -242,5 +240,5 @@ def read_summary(blocks: PlatformBlocks, shard: Shard) -> dict[str, Any] | None:
     from mltp.s3_json import read_json
 
     bucket, prefix = shard.spec.output_bucket_and_prefix
-    summary, _ = read_json(blocks.credentials.get_client("s3"), bucket, f"{prefix}metrics.json")
+    summary, _ = read_json(blocks.client("s3"), bucket, f"{prefix}metrics.json")
     return summary

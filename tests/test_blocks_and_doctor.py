@@ -204,7 +204,7 @@ def test_doctor_flags_a_bucket_that_lets_requests_without_tls_through(mock_clien
     s3.create_bucket(Bucket="team-ml-data")  # an existing bucket's policy is the owner's: only reported
     ensure_bucket(mock_clients, "team-ml-data", "us-east-1", account)
     checkup = _Checkup(ExitStack())
-    checkup.blocks = SimpleNamespace(credentials=SimpleNamespace(get_client=mock_clients))
+    checkup.blocks = SimpleNamespace(client=mock_clients)
     checkup.account = account
     check = _run("bucket:datasets", lambda: checkup.bucket("team-ml-data"))
     assert check.status == "fail"

@@ -150,7 +150,7 @@ def _predict_with_champion(name: str, csv: Path) -> dict[str, Any]:
     from mltp.predict import predict_registered, read_input
 
     blocks = load_blocks()
-    s3, bucket = blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    s3, bucket = blocks.client("s3"), blocks.models.bucket_name
     prediction = predict_registered(s3, bucket, f"{name}@champion", read_input(csv))  # the target is ignored
     sample = prediction.result.sample(5, random_state=7)  # both classes, the same rows every run
     return {

@@ -128,7 +128,7 @@ class _Checkup:
         return f"{len(names)} blocks: {', '.join(names)}"
 
     def clients(self, service: str):
-        return self.blocks.credentials.get_client(service)
+        return self.blocks.client(service)
 
     def credentials(self) -> str:
         # One attempt: a diagnosis should answer at once, not retry an unreachable endpoint for a minute.

@@ -19,7 +19,7 @@ def models_bucket():
     from blocks.platform import load_blocks
 
     blocks = load_blocks()
-    return blocks.credentials.get_client("s3"), blocks.models.bucket_name
+    return blocks.client("s3"), blocks.models.bucket_name
 
 
 @app.command("list")

@@ -69,12 +69,12 @@ class Platform:
     def data(self) -> tuple[Any, str]:
         """The client factory and the data bucket's name."""
         blocks = self.blocks()
-        return blocks.credentials.get_client, blocks.datasets.bucket_name
+        return blocks.client, blocks.datasets.bucket_name
 
     def models(self) -> tuple[Any, str]:
         """An S3 client and the models bucket's name."""
         blocks = self.blocks()
-        return blocks.credentials.get_client("s3"), blocks.models.bucket_name
+        return blocks.client("s3"), blocks.models.bucket_name
 
 
 def _to_prefect(record: dict[str, Any]) -> None:

@@ -175,7 +175,7 @@ def _headline(summary: RunSummary) -> str:
 
 def _instances(platform: Platform, run_id: str) -> list[dict[str, Any]]:
     """The run's EC2 instances (the flow tags them with its flow run id), with their state and reason."""
-    ec2 = platform.blocks().credentials.get_client("ec2")
+    ec2 = platform.blocks().client("ec2")
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[{"Name": "tag:mltp:flow-run-id", "Values": [run_id]}]
     )
@@ -198,7 +198,7 @@ def _log_tail(platform: Platform, job_id: str) -> list[str]:
 
     from mltp.trainer.telemetry import LOG_GROUP
 
-    logs = platform.blocks().credentials.get_client("logs")
+    logs = platform.blocks().client("logs")
     try:
         events = logs.get_log_events(
             logGroupName=LOG_GROUP, logStreamName=job_id, limit=LOG_LINES, startFromHead=False
