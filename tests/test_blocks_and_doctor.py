@@ -330,3 +330,32 @@ def test_commands_that_need_a_missing_block_say_so_in_one_line(aws_env) -> None:
         "mltp: error: blocks not usable: s3-bucket/mltp-datasets is missing: "
         "run `mltp blocks init` to create them"
     )
+
+
+def test_the_blocks_share_one_session_and_one_client_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.platform import build_blocks
+    from mltp.settings import PlatformSettings
+
+    settings = PlatformSettings(
+        data_bucket="data",
+        models_bucket="models",
+        access_key_id="testing",
+        secret_access_key="testing",
+        endpoint_url="http://127.0.0.1:1",
+    )
+    blocks = build_blocks(settings)
+    sessions = []
+    real = type(blocks.credentials).get_boto3_session
+
+    def counted(credentials):
+        sessions.append(real(credentials))
+        return sessions[-1]
+
+    monkeypatch.setattr(type(blocks.credentials), "get_boto3_session", counted)
+    s3 = blocks.client("s3")
+    assert blocks.client("s3") is s3 and blocks.client("logs") is blocks.client("logs")
+    assert s3.meta.endpoint_url == "http://127.0.0.1:1"
+    single = blocks.single_attempt_client("ec2")  # overrides: a client of its own, never the shared one
+    assert single is not blocks.client("ec2") and single.meta.config.retries["total_max_attempts"] == 1
+    assert blocks.client("ec2").meta.config.retries["mode"] == "adaptive"
+    assert len(sessions) == 1
