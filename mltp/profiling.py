@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 EXACT_DISTINCT_LIMIT = 10_000
+CAST_HEAD_VALUES = 1_000
 
 # Inference tries these in order; once a column fails one it never goes back to it.
 _CASTS = {
@@ -113,6 +114,19 @@ def _hashes(values: pa.Array) -> np.ndarray:
     return pd.util.hash_array(values.to_numpy(zero_copy_only=False))
 
 
+def _cast(values: pa.Array, arrow_type: pa.DataType) -> pa.Array | None:
+    """`values` as `arrow_type`, or None when some value does not convert. Arrow's cast does not stop at
+    the first value it cannot convert, and each one costs it more than a conversion (refusing a batch of
+    100,000 words as numbers takes 25 ms, converting 100,000 numbers 1.5 ms), so the head is tried first:
+    what it refuses, the whole would."""
+    try:
+        if len(values) > CAST_HEAD_VALUES:
+            pc.cast(values.slice(0, CAST_HEAD_VALUES), arrow_type)
+        return pc.cast(values, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def _min_max(values: pa.Array) -> tuple[Any, Any]:
     if values.type == pa.float64():  # numpy's NaN-skipping reductions: a fifth of Arrow's min_max time
         array = values.to_numpy()
@@ -166,12 +180,10 @@ class ColumnProfile:
         if self.type in ("empty", *_NUMBERS) and _has_leading_zeros(values):
             candidates = [c for c in candidates if c not in _NUMBERS]
         for candidate in candidates:
-            try:
-                cast = pc.cast(values, _CASTS[candidate])
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                continue
-            self.type = candidate
-            return cast
+            cast = _cast(values, _CASTS[candidate])
+            if cast is not None:
+                self.type = candidate
+                return cast
         self.type = "string"
         self.min = self.max = None
         self._restart_distinct()
@@ -191,10 +203,12 @@ class ColumnProfile:
         if self.type == "integer":  # hash as floats so a later widening to float changes nothing
             values = pc.cast(values, pa.float64())
         if self._exact is not None:
-            unique = pc.unique(values)
-            hashes = _hashes(unique)
-            self._exact.update(hashes.tolist())
+            hashes = _hashes(pc.unique(values))
             self._hll.add(hashes)
+            if len(hashes) > EXACT_DISTINCT_LIMIT:  # too many for the set already: skip filling it
+                self._exact = None
+                return
+            self._exact.update(hashes.tolist())
             if len(self._exact) > EXACT_DISTINCT_LIMIT:
                 self._exact = None
         else:

@@ -9,6 +9,7 @@ import pytest
 
 from mltp.dataset_catalog import task_hint
 from mltp.profiling import (
+    CAST_HEAD_VALUES,
     EXACT_DISTINCT_LIMIT,
     ColumnProfile,
     HyperLogLog,
@@ -70,6 +71,27 @@ def test_widening_to_float_keeps_exact_counts_and_float_bounds() -> None:
 def test_text_has_no_bounds() -> None:
     column = profile_of(["5", "6"], ["n/a-ish"])
     assert (column.min, column.max) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected_type"),
+    [(["x"], "string"), (["2.5"], "float"), (["7"], "integer"), (["2024-01-01"], "string")],
+)
+def test_a_value_past_the_head_the_cast_tries_first_still_decides_the_type(tail, expected_type) -> None:
+    """The head of a batch is cast first to refuse a type cheaply; the rest of the batch still counts."""
+    head = [str(number) for number in range(CAST_HEAD_VALUES * 3)]
+    assert profile_of(head + tail).type == expected_type
+    assert profile_of(tail + head).type == expected_type
+
+
+def test_a_many_valued_first_batch_is_an_estimate_at_once() -> None:
+    column = ColumnProfile("ids")
+    column.update(pa.array(np.arange(EXACT_DISTINCT_LIMIT + 1)))
+    assert not column.distinct_exact
+    assert column.distinct == pytest.approx(EXACT_DISTINCT_LIMIT + 1, rel=0.03)
+    exact = ColumnProfile("ids")
+    exact.update(pa.array(np.arange(EXACT_DISTINCT_LIMIT) % 7))
+    assert exact.distinct_exact and exact.distinct == 7
 
 
 def test_many_distinct_values_become_an_estimate() -> None:
