@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.config import Config
+from prefect.context import SyncClientContext
 from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 from pydantic import ValidationError
 
@@ -206,17 +207,18 @@ def load_blocks() -> PlatformBlocks:
 
 def _load_all(loaders: dict[str, type]) -> dict[str, Any]:
     loaded, problems = {}, []
-    for name, block_type in loaders.items():
-        reference = f"{block_type.get_block_type_slug()}/{name}"
-        try:
-            loaded[name] = block_type.load(name)
-        except ValueError:  # Prefect's "Unable to find block document"
-            problems.append(f"{reference} is missing")
-        except RuntimeError as error:  # Prefect wraps the ValidationError of a block edited into nonsense
-            if not isinstance(error.__cause__, ValidationError):
-                raise
-            fields = ", ".join(str(item["loc"][0]) for item in error.__cause__.errors())
-            problems.append(f"{reference} is invalid ({fields})")
+    with SyncClientContext.get_or_create():  # one Prefect client for every load, not one each
+        for name, block_type in loaders.items():
+            reference = f"{block_type.get_block_type_slug()}/{name}"
+            try:
+                loaded[name] = block_type.load(name)
+            except ValueError:  # Prefect's "Unable to find block document"
+                problems.append(f"{reference} is missing")
+            except RuntimeError as error:  # Prefect wraps the ValidationError of a block edited into nonsense
+                if not isinstance(error.__cause__, ValidationError):
+                    raise
+                fields = ", ".join(str(item["loc"][0]) for item in error.__cause__.errors())
+                problems.append(f"{reference} is invalid ({fields})")
     if problems:
         raise MltpError(f"blocks not usable: {', '.join(problems)}: run `mltp blocks init` to create them")
     return loaded
