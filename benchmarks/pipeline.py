@@ -283,12 +283,13 @@ def footnotes(runs: Runs) -> str:
             "- Before the launch: the Prefect task runs `plan-training` (reads the manifest, plans), on EC2 "
             "`publish-trainer` (hashes the trainer's sources and finds the wheel of that hash in S3), "
             "building the backend's clients, `record-run`, `write-job-spec`, `launch-job`.",
-            "- ¹ Launch to the trainer's first log line: the sandbox fleet picks the work up on its 0.5 s "
-            "loop (an EC2 instance once DescribeInstances lists it and its user-data is read; a Lambda "
-            "invocation once queued), starts a fresh interpreter that imports the trainer (scikit-learn, "
-            "pandas, skops, boto3: "
-            f"{seconds(runs.trainer_start_s)} for `python -m mltp.trainer --help`, measured "
-            f"separately {len(runs.trainer_start_s)} times), reads the spec and creates its log stream.",
+            "- ¹ Launch to the trainer's first log line: the sandbox fleet picks the work up (an EC2 "
+            "instance once its DescribeInstances, every 0.25 s, lists it and its user-data is read; a "
+            "Lambda invocation at once), forks the trainer from a server that imported its libraries "
+            "(mltp/sandbox/trainer_processes.py: a fresh interpreter importing them, scikit-learn, pandas, "
+            f"skops, boto3, takes {seconds(runs.trainer_start_s)} for `python -m mltp.trainer --help`, "
+            f"measured separately {len(runs.trainer_start_s)} times), which reads the spec and creates its "
+            "log stream.",
             "- Last log line to the poll that saw the result: writing status.json, then the flow noticing "
             f"it: between its polls ({interval:g} s apart at first, growing slowly with the run's age) a run "
             f"younger than {QUICK_LOOK_WINDOW_S:.0f} s looks for a result every {QUICK_LOOK_S:g} s (one S3 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -146,6 +147,23 @@ def test_at_most_max_trainers_run_and_the_rest_wait(tmp_path: Path) -> None:
     wait_for(drained, timeout=20)
     assert max(len(running) for running in seen) <= 2
     assert {"w2", "w3"} <= set().union(*seen)
+
+
+def test_queued_work_starts_at_once_not_at_the_next_instance_poll(tmp_path: Path) -> None:
+    env = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    fleet = Fleet("http://127.0.0.1:1", tmp_path, 1, env)  # no EC2 to poll: each poll fails, is logged
+    stop = threading.Event()
+    looping = threading.Thread(target=fleet.loop, args=(stop, 3600.0), daemon=True)  # one poll an hour
+    looping.start()
+    try:
+        fleet._enqueue(sleeper("now", 60))
+        wait_for(lambda: "now" in fleet.snapshot()["running"], timeout=30)
+    finally:
+        stop.set()
+        fleet.work_queued.set()
+        looping.join(timeout=10)
+        fleet.stop()
+    assert not looping.is_alive()
 
 
 def test_an_invocation_past_the_function_timeout_is_killed(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ class Fleet:
     running: dict[str, Work] = field(default_factory=dict)
     seen_instances: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    work_queued: threading.Event = field(default_factory=threading.Event)
 
     def client(self, service: str):
         return boto3.client(
@@ -225,6 +226,7 @@ class Fleet:
         with self.lock:
             self.queue.append(work)
         logger.info("%s %s queued", work.kind, work.key)
+        self.work_queued.set()  # an invocation starts now, not at the next EC2 poll
 
     def _kill(self, key: str) -> None:
         with self.lock:
@@ -284,14 +286,24 @@ class Fleet:
             self._kill(key)
 
     def loop(self, stop: threading.Event, interval: float) -> None:
+        """Until `stop`: look for new and terminated instances every `interval` seconds, and start queued
+        work at once."""
         ec2 = self.client("ec2")
+        next_poll = 0.0
         while not stop.is_set():
+            self.work_queued.clear()
+            # Neither moto restarting nor a bad instance may stop the fleet, or keep queued work waiting.
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + interval
+                try:
+                    self.watch_instances(ec2)
+                except Exception:
+                    logger.exception("fleet: looking at the instances failed")
             try:
-                self.watch_instances(ec2)
                 self.schedule()
-            except Exception:  # moto restarting or a bad instance must not stop the fleet
-                logger.exception("fleet tick failed")
-            stop.wait(interval)
+            except Exception:
+                logger.exception("fleet: starting or reaping trainers failed")
+            self.work_queued.wait(max(0.0, next_poll - time.monotonic()))
 
 
 class FleetError(Exception):
@@ -415,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moto-url", required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--max-trainers", type=int, default=4)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between EC2 polls")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between EC2 polls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for chatty in ("botocore", "boto3", "urllib3", "httpx"):
