@@ -42,7 +42,7 @@ from sklearn.datasets import load_iris
 from benchmarks.files import REPO
 from benchmarks.flow_timeline import seconds
 from benchmarks.harness import MLTP, measure, sandbox
-from benchmarks.report import Row, table
+from benchmarks.report import Row, load_average, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
 from flows.ingest import announce_dataset
@@ -522,7 +522,7 @@ def phases_table(results: Results) -> str:
 
 
 def header(results: Results) -> str:
-    load = [", ".join(f"{value:.2f}" for value in loads) for loads in (results.load_start, results.load_end)]
+    load = [load_average(results.load_start), load_average(results.load_end)]
     return "\n".join(
         [
             *environment(PACKAGES),

@@ -33,7 +33,7 @@ from prefect.settings import get_current_settings
 from sklearn.datasets import load_iris
 
 from benchmarks.harness import sandbox
-from benchmarks.report import Row, summary, table
+from benchmarks.report import Row, load_average, summary, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
 from mltp import registry
@@ -501,8 +501,7 @@ def section(alone: list[Burst], burst: Burst, total_s: float, loads: tuple[tuple
         *notes(alone, burst),
         "",
         "Load average (1, 5, 15 min) before the first pipeline: "
-        f"{', '.join(f'{value:.2f}' for value in loads[0])}; after the burst: "
-        f"{', '.join(f'{value:.2f}' for value in loads[1])}.",
+        f"{load_average(loads[0])}; after the burst: {load_average(loads[1])}.",
         "",
         f"Whole suite (sandbox start and stop included): {total_s / 60:.1f} min.",
     ]

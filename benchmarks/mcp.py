@@ -27,7 +27,7 @@ from mcp.client.stdio import stdio_client
 from sklearn.datasets import load_iris
 
 from benchmarks.harness import MLTP, measure, sandbox
-from benchmarks.report import DASH, Row, summary, table
+from benchmarks.report import DASH, Row, load_average, summary, table
 from benchmarks.results import Section, environment
 
 DATASET = MODEL = "iris"  # `mltp train` names the model after its dataset
@@ -250,7 +250,7 @@ def tools_table(results: Results) -> str:
 
 
 def header(results: Results) -> str:
-    load = [", ".join(f"{value:.2f}" for value in loads) for loads in (results.load_start, results.load_end)]
+    load = [load_average(results.load_start), load_average(results.load_end)]
     return "\n".join(
         [
             *environment(PACKAGES),

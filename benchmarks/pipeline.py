@@ -19,7 +19,7 @@ from sklearn.datasets import load_breast_cancer
 
 from benchmarks.flow_timeline import Timeline, breakdown, seconds, timeline
 from benchmarks.harness import MLTP, measure, sandbox
-from benchmarks.report import DASH, Row
+from benchmarks.report import DASH, Row, load_average
 from benchmarks.report import table as figure_table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
@@ -304,8 +304,7 @@ def footnotes(runs: Runs) -> str:
             "creating and finishing the flow run.",
             "",
             "Load average (1, 5, 15 min) at the start of the warm runs: "
-            f"{', '.join(f'{value:.2f}' for value in runs.loads[0])}; at their end: "
-            f"{', '.join(f'{value:.2f}' for value in runs.loads[1])}.",
+            f"{load_average(runs.loads[0])}; at their end: {load_average(runs.loads[1])}.",
             "",
             f"The warm-up run built and uploaded the trainer wheel: {'yes' if warm_up else 'no'}. Measured "
             "runs that built it again (the trainer's sources changed while the suite ran): "

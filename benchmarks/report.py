@@ -30,6 +30,11 @@ def summary(values: list[float], unit: str, digits: int | None = None) -> str:
     return f"{median} [{min(values):.{digits}f}{DASH}{max(values):.{digits}f}]"
 
 
+def load_average(values: tuple[float, ...]) -> str:
+    """`os.getloadavg()` as the sections print it: "1.32, 1.90, 2.14" (1, 5 and 15 min)."""
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
 def ratio(ours: list[float], baseline: list[float]) -> float:
     return statistics.median(ours) / statistics.median(baseline)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks.files import cached_csv
 from benchmarks.harness import Measurement, measure
-from benchmarks.report import Row
+from benchmarks.report import Row, load_average
 from benchmarks.training import ingest, job_outputs, new_job
 from mltp.aws import ClientFactory
 from mltp.trainer.feature_plan import DATE_PARTS, plan_features
@@ -178,7 +178,7 @@ def footnotes(runs: Runs) -> list[str]:
     dropped = ", ".join(f"`{name}` ({why})" for name, why in plan.dropped.items()) or "nothing"
     features = {side: _distinct(_values(getattr(runs, side), "features")) for side in SIDES}
     iterations = {side: _distinct(_values(getattr(runs, side), "iterations")) for side in SIDES}
-    load = [", ".join(f"{value:.2f}" for value in loads) for loads in (runs.load_start, runs.load_end)]
+    load = [load_average(runs.load_start), load_average(runs.load_end)]
     return [
         "² Every wall time is the whole child process, from its spawn to its exit: interpreter start, "
         "imports and everything the process does. Ours (`python -m mltp.trainer run --job ...`) reads the "
