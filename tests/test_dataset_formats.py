@@ -87,7 +87,7 @@ def test_sniffing(text, delimiter, names) -> None:
         (b"\n\n", "has no header row"),
         (b"a,b\n\xff\xfe,1\n", r"is not UTF-8 text \(line 2, byte 1\)"),
         (b"a,b\n1,ok\n2,caf\xe9\n", r"is not UTF-8 text \(line 3, byte 6\)"),
-        (gzip.compress(b"a,b\n1,2\n"), "its bytes look like gzip-compressed data: name it .csv.gz"),
+        (gzip.compress(b"a,b\n1,2\n", mtime=0), "its bytes look like gzip-compressed data: name it .csv.gz"),
         (b"PAR1\x15\x04", "its bytes look like a Parquet file: name it .parquet"),
         (b"PK\x03\x04\x14\x00", "its bytes look like a ZIP archive"),
         (b"BZh91AY&SY", "its bytes look like bzip2-compressed data"),

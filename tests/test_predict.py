@@ -219,7 +219,7 @@ def _parquet(rows: list[list[str]]) -> bytes:
     [
         ("semicolon.csv", _csv(ROWS, ";")),
         ("tab.tsv", _csv(ROWS, "\t")),
-        ("semicolon.csv.gz", gzip.compress(_csv(ROWS, ";").encode())),
+        ("semicolon.csv.gz", gzip.compress(_csv(ROWS, ";").encode(), mtime=0)),
         ("rows.parquet", _parquet(ROWS)),
         # a BOM, CRLF line ends, and blanks around a number (the trainer's CSV reader allows them)
         ("bom-crlf.csv", ("\ufeff" + _csv(PADDED, ";")).replace("\n", "\r\n").encode()),
