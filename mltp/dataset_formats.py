@@ -39,7 +39,8 @@ class ReadAhead(io.RawIOBase):
     """Reads `source` once, on a thread of its own, in chunks of `chunk_bytes`: each chunk goes to `sinks`
     (hash, upload) on that thread, then waits in a queue of at most `queued` chunks for whoever reads this
     stream (the parser). The upload thus runs ahead of the parser by up to `queued` chunks instead of
-    waiting on it block by block, and memory stays bounded.
+    waiting on it block by block, and memory stays bounded. Once the source is read to its end, `at_end`
+    is called on that thread (the upload sends its last part while the parser still works).
 
     Also enforces the size limit, so a stream without a known size cannot grow past it. A failure on the
     reading thread (the source, a sink, the limit) is raised to the stream's reader and by `finish()`.
@@ -53,8 +54,10 @@ class ReadAhead(io.RawIOBase):
         label: str,
         chunk_bytes: int,
         queued: int,
+        at_end: Callable[[], None] = lambda: None,
     ) -> None:
         self.source, self.sinks, self.limit, self.label = source, sinks, limit, label
+        self.at_end = at_end
         self.chunk_bytes = chunk_bytes
         self.bytes_read = 0
         self.seconds_waiting_on_consumer = 0.0  # the reading thread (so the upload) on a full queue
@@ -82,6 +85,8 @@ class ReadAhead(io.RawIOBase):
                 for sink in self.sinks:
                     sink(chunk)
                 self._put(chunk)
+            if not self._stopping.is_set():
+                self.at_end()
         except BaseException as error:  # handed to the consumer, which raises it in its own thread
             self.error = error
         finally:

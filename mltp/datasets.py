@@ -302,6 +302,7 @@ def _ingest(
                 found.filename,
                 part_size,
                 READ_AHEAD_PARTS,
+                at_end=upload.send_rest,
             ) as reader,
         ):
             report = (lambda: on_progress(reader.bytes_read, found.size)) if on_progress else (lambda: None)

@@ -85,10 +85,14 @@ class MultipartUpload:
             {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]}
         )
 
-    def complete(self) -> None:
+    def send_rest(self) -> None:
+        """Send what is buffered as the last part: no more `write`s follow."""
         if self._buffer or (not self._parts and not self._pending):  # S3 needs at least one part
             self._submit(bytes(self._buffer))
             self._buffer.clear()
+
+    def complete(self) -> None:
+        self.send_rest()
         while self._pending:
             self._collect_oldest()
         try:

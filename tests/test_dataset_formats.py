@@ -163,6 +163,24 @@ def test_read_ahead_feeds_every_sink_and_the_reader_once() -> None:
     assert [len(chunk) for chunk in uploaded] == [1000] * 10 + [240] and reader.bytes_read == len(data)
 
 
+def test_read_ahead_calls_at_end_once_the_source_is_read_while_the_parser_still_reads() -> None:
+    uploaded, ended = [], threading.Event()
+    reader = ReadAhead(io.BytesIO(b"x" * 1000), [uploaded.append], 10**6, "f", 100, 10, at_end=ended.set)
+    with reader:
+        assert ended.wait(timeout=10)  # nothing of it parsed yet: the queue holds all ten chunks
+        assert b"".join(uploaded) == b"x" * 1000
+        assert reader.read() == b"x" * 1000
+        reader.finish()
+
+
+def test_a_read_ahead_stopped_early_never_calls_at_end() -> None:
+    ended = threading.Event()
+    reader = ReadAhead(EndlessSource(), [], 10**12, "f", 10, 1, at_end=ended.set)
+    reader.read(5)
+    reader.close()
+    assert not ended.is_set()
+
+
 def test_read_ahead_finish_reads_what_the_parser_left() -> None:
     seen = []
     with ReadAhead(io.BytesIO(b"x" * 10_000), [seen.append], 10**6, "f", 100, 1) as reader:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import threading
 
 import pandas as pd
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from mltp import dataset_catalog, datasets
+from mltp.s3_multipart import part_size_for
 from mltp.errors import DatasetError, DatasetNotFoundError
 
 BUCKET = "team-data"
@@ -179,6 +182,27 @@ def test_an_upload_failing_half_way_leaves_nothing(clients, tmp_path, operation,
         datasets.ingest(clients, BUCKET, str(path))
     assert keys(clients) == []
     assert open_uploads(clients) == []
+
+
+def test_the_last_part_is_sent_while_the_parser_still_works(clients, tmp_path) -> None:
+    path = tmp_path / "parts.csv"
+    pd.DataFrame({"x": range(2_000_000), "y": range(2_000_000)}).to_csv(path, index=False)
+    size = path.stat().st_size
+    last_part, last_part_sent = math.ceil(size / part_size_for(size)), threading.Event()
+
+    def record(params, **_):
+        if params["PartNumber"] == last_part:
+            last_part_sent.set()
+
+    clients("s3").meta.events.register("before-parameter-build.s3.UploadPart", record)
+    waited = []
+
+    def progress(read: int, total: int | None) -> None:
+        if read == total and not waited:  # the parser's batches from here on are the file's last ones
+            waited.append(last_part_sent.wait(timeout=30))  # before completion, it would never be sent
+
+    datasets.ingest(clients, BUCKET, str(path), on_progress=progress)
+    assert last_part > 1 and waited == [True]
 
 
 def test_a_bad_row_late_in_the_file_leaves_nothing(clients, tmp_path) -> None:
