@@ -30,6 +30,7 @@ from benchmarks.harness import AWS_CLI, MLTP, Measurement, ensure_aws_cli, measu
 from benchmarks.ingest_profile import machine_busy_seconds
 from benchmarks.report import Row, table
 from benchmarks.results import Section, environment
+from mltp.datasets import READ_AHEAD_PARTS
 
 BUCKET = "bench-data"
 SMALL_ROWS, LARGE_ROWS = 2_000_000, 11_500_000  # ~178 MB and ~1 GB
@@ -301,8 +302,9 @@ def header(aws_version: str) -> str:
             "- Ours (`mltp.datasets.ingest`) does more than copy bytes: it SHA-256-hashes the file (a "
             "pre-pass to skip duplicates, and again while streaming), parses and profiles every row with "
             "pyarrow, and writes a manifest and the `latest.json` pointer. One read of the file feeds the "
-            "hash, the upload (8 MB parts, 4 in flight) and, through a queue of 2 parts, the parser, which "
-            "parses on a thread of its own while the profiler works on the batch before.",
+            "hash, the upload (8 MB parts, 4 in flight; the last part sent as soon as the file is read) "
+            f"and, through a queue of {READ_AHEAD_PARTS} part(s), the parser, which parses on a thread of "
+            "its own while the profiler works on the batch before.",
             "- Every run is a fresh process against one local moto server started by `mltp sandbox up` "
             "(loopback, same machine); runs of ours and the baselines are interleaved.",
         ]

@@ -73,7 +73,9 @@ from mltp.s3_multipart import MultipartUpload, part_size_for
 
 MANIFEST_SCHEMA_VERSION = 1
 # Parts read but not yet parsed: how far the upload may run ahead of the parser (memory: parts x size).
-READ_AHEAD_PARTS = 2
+# The parser sets the pace; what it still has to read when the file has been read is parsed while the
+# other core idles, so one part (8 MB for files up to 80 GB) is enough.
+READ_AHEAD_PARTS = 1
 ProgressCallback = Callable[[int, int | None], None]
 
 

@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from mltp import dataset_catalog, datasets
-from mltp.s3_multipart import part_size_for
 from mltp.errors import DatasetError, DatasetNotFoundError
+from mltp.s3_multipart import part_size_for
 
 BUCKET = "team-data"
 
