@@ -49,6 +49,9 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ["MLTP_HOME"] = str(tmp_path_factory.mktemp("mltp-home-default"))
+    # One database for the suite's sandboxes wherever it runs (as root, `auto` would find pytest's folders
+    # closed to PostgreSQL's user): tests/test_sandbox_postgres.py starts PostgreSQL ones on purpose.
+    os.environ["MLTP_SANDBOX_DATABASE"] = "sqlite"
     yield
     os.environ.clear()
     os.environ.update(saved)

@@ -9,8 +9,10 @@ import typer
 from mltp.cli.output import console, emit_json
 from mltp.home import mltp_home
 from mltp.sandbox import lifecycle
+from mltp.sandbox.database import CHOICES
 from mltp.sandbox.deployments import WORK_POOL
 from mltp.sandbox.lifecycle import Sandbox, SandboxStatus
+from mltp.sandbox.postgres import DEFAULT_POSTGRES_PORT
 
 app = typer.Typer(
     help="Run the local sandbox: a moto server for AWS, a fleet that runs the trainers, and a Prefect "
@@ -41,6 +43,29 @@ FLEET_PORT = typer.Option(
     max=65535,
     help=f"Port of the compute fleet's Lambda endpoint [default: {lifecycle.DEFAULT_FLEET_PORT}].",
 )
+DATABASE = typer.Option(
+    "auto",
+    "--database",
+    envvar="MLTP_SANDBOX_DATABASE",
+    help=f"Where the Prefect server keeps its state: {', '.join(CHOICES)}. postgres runs the sandbox's own "
+    "PostgreSQL from the server programs on this machine; auto is the database the sandbox was started "
+    "with, and for a new one postgres where it can run, else sqlite.",
+)
+DATABASE_URL = typer.Option(
+    None,
+    "--database-url",
+    envvar="MLTP_SANDBOX_DATABASE_URL",
+    help="Keep the Prefect server's state in this PostgreSQL instead (postgresql://USER:PASSWORD@HOST/DB).",
+    show_default=False,
+)
+POSTGRES_PORT = typer.Option(
+    None,
+    "--postgres-port",
+    envvar="MLTP_SANDBOX_POSTGRES_PORT",
+    min=1,
+    max=65535,
+    help=f"Port of the sandbox's own PostgreSQL [default: {DEFAULT_POSTGRES_PORT}].",
+)
 MAX_TRAINERS = typer.Option(
     lifecycle.DEFAULT_MAX_TRAINERS,
     "--max-trainers",
@@ -54,6 +79,8 @@ JSON = typer.Option(False, "--json", help="Print the status as JSON.")
 
 def _print_status(status: SandboxStatus) -> None:
     console.print(f"sandbox: {'running' if status.running else 'not running'}  (state in {status.home})")
+    if status.database:
+        console.print(f"  database {status.database.describe()}")
     for name, service in status.services.items():
         detail = (
             f"pid {service.pid}" + (f", port {service.port}" if service.port else "") if service.pid else ""
@@ -80,11 +107,22 @@ def up(
     prefect_port: int | None = PREFECT_PORT,
     fleet_port: int | None = FLEET_PORT,
     max_trainers: int = MAX_TRAINERS,
+    database: str = DATABASE,
+    database_url: str | None = DATABASE_URL,
+    postgres_port: int | None = POSTGRES_PORT,
     json: bool = JSON,
 ) -> None:
     """Start the sandbox (harmless when it is already running), create its blocks and buckets, deploy
     the trainer function and prefect.yaml's deployments, and start a worker for them."""
-    status, notes = Sandbox(mltp_home()).up(aws_port, prefect_port, fleet_port, max_trainers)
+    status, notes = Sandbox(mltp_home()).up(
+        aws_port,
+        prefect_port,
+        fleet_port,
+        max_trainers,
+        database=database,
+        database_url=database_url,
+        postgres_port=postgres_port,
+    )
     if json:
         emit_json({**status.as_json(), "notes": notes})
         return

@@ -146,7 +146,8 @@ def worker_argv() -> list[str]:
 
 def worker_online(api_url: str) -> bool:
     try:
-        workers = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=2).json()
+        answer = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=2)
+        workers = answer.json() if answer.status_code == 200 else []  # 503 while its database is down
     except (httpx.HTTPError, ValueError):
         return False
     return any(worker["name"] == WORKER_NAME and worker["status"] == "ONLINE" for worker in workers)

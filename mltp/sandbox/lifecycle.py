@@ -1,8 +1,10 @@
 """`mltp sandbox up | down | status`: a moto server, the compute fleet and a Prefect server (API + UI)
-on loopback, with the project's deployments and a worker that runs them.
+on loopback, with the project's deployments and a worker that runs them; the Prefect server's state in
+SQLite or PostgreSQL (the sandbox's own, as one more service, or the user's).
 
 All state lives under the project's `.mltp/`: pid files in `run/`, logs in `logs/`, Prefect's home
-(SQLite database included) in `prefect/`, and `sandbox.json` with the endpoints of a running sandbox.
+(the SQLite database included) in `prefect/`, the PostgreSQL cluster in `postgres/`, `database.json` with
+the database chosen, and `sandbox.json` with the endpoints of a running sandbox.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from mltp.errors import ConfigError, SandboxNotRunningError
+from mltp.errors import ConfigError, SandboxError, SandboxNotRunningError
+from mltp.sandbox import database as databases
+from mltp.sandbox.database import Database
 from mltp.sandbox.deployments import (
     WORKER_POLL_S,
     DeployAll,
@@ -25,6 +29,7 @@ from mltp.sandbox.deployments import (
     worker_argv,
     worker_online,
 )
+from mltp.sandbox.postgres import DEFAULT_POSTGRES_PORT, Cluster, cluster_account, find_binaries
 from mltp.sandbox.process import ManagedProcess, require_free_port
 
 DEFAULT_AWS_PORT = 5055
@@ -46,6 +51,7 @@ class Endpoints:
     aws_port: int
     prefect_port: int
     fleet_port: int
+    postgres_port: int | None = None  # the sandbox's own PostgreSQL, when it has one
 
     @property
     def aws_endpoint_url(self) -> str:
@@ -78,12 +84,16 @@ class SandboxStatus:
     running: bool
     endpoints: Endpoints | None
     services: dict[str, ServiceStatus]
+    database: Database | None  # None: never started
 
     def as_json(self) -> dict:
         endpoints = self.endpoints
         return {
             "running": self.running,
             "home": str(self.home),
+            "database": {"kind": self.database.kind, "description": self.database.describe()}
+            if self.database
+            else None,
             "aws_endpoint_url": endpoints.aws_endpoint_url if endpoints else None,
             "lambda_endpoint_url": endpoints.lambda_endpoint_url if endpoints else None,
             "prefect_api_url": endpoints.prefect_api_url if endpoints else None,
@@ -109,8 +119,18 @@ class Sandbox:
         self.moto = ManagedProcess("moto", run_dir, log_dir)
         self.prefect = ManagedProcess("prefect", run_dir, log_dir)
         self.fleet = ManagedProcess("fleet", run_dir, log_dir)
+        self.postgres = ManagedProcess("postgres", run_dir, log_dir)
         self.worker = ManagedProcess("worker", run_dir, log_dir)
-        self.services = (self.moto, self.fleet, self.prefect, self.worker)
+        self.every_service = (self.moto, self.fleet, self.postgres, self.prefect, self.worker)  # start order
+
+    def services(self, database: Database | None) -> tuple[ManagedProcess, ...]:
+        """The services a sandbox on `database` runs (and one left running from before, to be stopped)."""
+        own_postgres = (database is not None and database.own_postgres) or self.postgres.state() != "stopped"
+        return tuple(each for each in self.every_service if each is not self.postgres or own_postgres)
+
+    def cluster(self) -> Cluster | None:
+        binaries = find_binaries()
+        return Cluster(self.home, binaries, cluster_account()) if binaries else None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -121,9 +141,9 @@ class Sandbox:
             return None
 
     def status(self) -> SandboxStatus:
-        endpoints = self.endpoints()
+        endpoints, database = self.endpoints(), databases.recorded(self.home)
         services = {}
-        for process in self.services:
+        for process in self.services(database):
             record, state = process.record(), process.state()
             running = state == "running"
             services[process.name] = ServiceStatus(
@@ -133,7 +153,7 @@ class Sandbox:
                 healthy=running and endpoints is not None and self._answers(process, endpoints),
             )
         running = endpoints is not None and all(service.healthy for service in services.values())
-        return SandboxStatus(self.home, running, endpoints if running else None, services)
+        return SandboxStatus(self.home, running, endpoints if running else None, services, database)
 
     def _answers(self, process: ManagedProcess, endpoints: Endpoints) -> bool:
         if process is self.moto:
@@ -142,12 +162,16 @@ class Sandbox:
             return _get_ok(f"{endpoints.lambda_endpoint_url}/fleet/health")
         if process is self.prefect:
             return _get_ok(f"{endpoints.prefect_api_url}/ready")
+        if process is self.postgres:
+            cluster = self.cluster()
+            return bool(cluster and endpoints.postgres_port and cluster.ready(endpoints.postgres_port))
         return worker_online(endpoints.prefect_api_url)
 
     def running_endpoints(self) -> Endpoints | None:
         """Endpoints of a running sandbox, without health calls (cheap enough for every command)."""
         endpoints = self.endpoints()
-        if endpoints and all(process.state() == "running" for process in self.services):
+        services = self.services(databases.recorded(self.home))
+        if endpoints and all(process.state() == "running" for process in services):
             return endpoints
         return None
 
@@ -159,17 +183,23 @@ class Sandbox:
         prefect_port: int | None,
         fleet_port: int | None = None,
         max_trainers: int = DEFAULT_MAX_TRAINERS,
+        *,
+        database: str = "auto",
+        database_url: str | None = None,
+        postgres_port: int | None = None,
     ) -> tuple[SandboxStatus, list[str]]:
         """Start whatever is not running, wait until healthy, then create the blocks and buckets.
 
         A service that is already running and healthy is kept (so are its ports); one that crashed or
         hangs is restarted. On any failure the services this call started are stopped again.
         """
+        chosen, notes = databases.choose(self.home, database, database_url)
+        services = self.services(chosen)
         current = self.status()
         known = self.endpoints()
         healthy = {name for name, service in current.services.items() if service.healthy}
         if known and healthy:
-            _refuse_other_ports(known, aws_port, prefect_port, fleet_port)
+            _refuse_other_ports(known, aws_port, prefect_port, fleet_port, postgres_port)
         endpoints = (
             known
             if known and healthy
@@ -177,9 +207,10 @@ class Sandbox:
                 aws_port or DEFAULT_AWS_PORT,
                 prefect_port or DEFAULT_PREFECT_PORT,
                 fleet_port or DEFAULT_FLEET_PORT,
+                (postgres_port or DEFAULT_POSTGRES_PORT) if chosen.own_postgres else None,
             )
         )
-        notes = ["the sandbox was already running"] if current.running else []
+        notes += ["the sandbox was already running"] if current.running else []
         if "moto" not in healthy and "fleet" in healthy:  # its instances and functions lived in that moto
             healthy.discard("fleet")
             self.fleet.stop()
@@ -188,21 +219,22 @@ class Sandbox:
             healthy.discard("worker")
             self.worker.stop()
             notes.append("restarted the worker with the new Prefect server")
-        to_start = [process for process in self.services if process.name not in healthy]
+        to_start = [process for process in services if process.name not in healthy]
         notes += self._clear(to_start)
         for process in to_start:
             if process is not self.worker:
                 port, what, flag = self._port_of(process, endpoints)
                 require_free_port(port, what=what, flag=flag)
         try:
-            self._start(endpoints, to_start, max_trainers)
+            self._start(endpoints, chosen, to_start, max_trainers)
             notes += self._configure(endpoints, start_worker=self.worker in to_start)
         except BaseException:
-            for process in to_start:
+            for process in reversed(to_start):
                 process.stop()
-            if len(to_start) == len(self.services):
+            if len(to_start) == len(services):
                 self.state_file.unlink(missing_ok=True)
             raise
+        databases.record(self.home, chosen)
         return self.status(), notes
 
     def _port_of(self, process: ManagedProcess, endpoints: Endpoints) -> tuple[int, str, str]:
@@ -210,6 +242,8 @@ class Sandbox:
             return endpoints.aws_port, "moto (AWS) server", "--aws-port"
         if process is self.fleet:
             return endpoints.fleet_port, "compute fleet", "--fleet-port"
+        if process is self.postgres:
+            return endpoints.postgres_port or DEFAULT_POSTGRES_PORT, "sandbox's PostgreSQL", "--postgres-port"
         return endpoints.prefect_port, "Prefect server", "--prefect-port"
 
     def _clear(self, processes: list[ManagedProcess]) -> list[str]:
@@ -222,7 +256,9 @@ class Sandbox:
                 notes.append(f"restarted the {process.name} server, which was not answering")
         return notes
 
-    def _start(self, endpoints: Endpoints, processes: list[ManagedProcess], max_trainers: int) -> None:
+    def _start(
+        self, endpoints: Endpoints, database: Database, processes: list[ManagedProcess], max_trainers: int
+    ) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / ".gitignore").write_text("*\n")
         self.state_file.write_text(json.dumps(asdict(endpoints)))
@@ -232,6 +268,8 @@ class Sandbox:
                 env=_service_env(),
                 port=endpoints.aws_port,
             )
+        if self.postgres in processes:
+            self._start_postgres(endpoints.postgres_port or DEFAULT_POSTGRES_PORT)
         if self.prefect in processes:
             self.prefect.start(
                 [
@@ -252,6 +290,7 @@ class Sandbox:
                     # The UI asks the server where the API is; without this it assumes port 4200.
                     PREFECT_UI_API_URL=endpoints.prefect_api_url,
                     PREFECT_UI_URL=endpoints.prefect_ui_url,
+                    **database.prefect_server_env(endpoints.postgres_port),
                 ),
                 port=endpoints.prefect_port,
             )
@@ -289,6 +328,21 @@ class Sandbox:
             self.prefect.wait_healthy(
                 lambda: _get_ok(f"{endpoints.prefect_api_url}/ready"), timeout=_start_timeout()
             )
+
+    def _start_postgres(self, port: int) -> None:
+        """The cluster (made on first use), its server, and the Prefect server's database in it."""
+        cluster = self.cluster()
+        if cluster is None:  # `choose` found the programs a moment ago
+            raise SandboxError("the PostgreSQL server programs are gone: see `mltp sandbox status`")
+        cluster.initialize(self.postgres.log_file)
+        self.postgres.start(
+            cluster.server_argv(port),
+            env=_service_env(),
+            port=port,
+            **cluster.account.subprocess_options(),
+        )
+        self.postgres.wait_healthy(lambda: cluster.ready(port), timeout=60)
+        cluster.create_database(port, self.postgres.log_file)
 
     def _init_blocks(self, endpoints: Endpoints) -> None:
         """Blocks and buckets, the trainer's role, and the trainer function deployed through the fleet."""
@@ -359,7 +413,7 @@ class Sandbox:
         return notes
 
     def stop_all(self) -> dict[str, str]:
-        found = {process.name: process.stop() for process in reversed(self.services)}
+        found = {process.name: process.stop() for process in reversed(self.every_service)}
         self.state_file.unlink(missing_ok=True)
         return found
 
@@ -410,16 +464,23 @@ def _trainer_role(endpoints: Endpoints) -> str:
 
 
 def _refuse_other_ports(
-    endpoints: Endpoints, aws_port: int | None, prefect_port: int | None, fleet_port: int | None
+    endpoints: Endpoints,
+    aws_port: int | None,
+    prefect_port: int | None,
+    fleet_port: int | None,
+    postgres_port: int | None,
 ) -> None:
     if (
         (aws_port and aws_port != endpoints.aws_port)
         or (prefect_port and prefect_port != endpoints.prefect_port)
         or (fleet_port and fleet_port != endpoints.fleet_port)
+        or (postgres_port and postgres_port != endpoints.postgres_port)
     ):
+        postgres = f", {endpoints.postgres_port} (PostgreSQL)" if endpoints.postgres_port else ""
         raise ConfigError(
             f"the sandbox is already running on ports {endpoints.aws_port} (AWS), {endpoints.fleet_port} "
-            f"(fleet) and {endpoints.prefect_port} (Prefect): run `mltp sandbox down` first to change ports"
+            f"(fleet){postgres} and {endpoints.prefect_port} (Prefect): run `mltp sandbox down` first to "
+            "change ports"
         )
 
 

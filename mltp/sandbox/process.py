@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -113,7 +114,8 @@ class ManagedProcess:
             return "stopped"
         return "running" if self._process(record) else "stale"
 
-    def start(self, argv: list[str], env: dict[str, str], port: int) -> PidRecord:
+    def start(self, argv: list[str], env: dict[str, str], port: int, **account: Any) -> PidRecord:
+        """`account`: Popen's user, group and extra_groups, for a server that must not run as root."""
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
@@ -124,6 +126,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: `stop` can take children down with it
+                **account,
             )
         try:
             started = started_after_boot(child.pid)

@@ -1,0 +1,268 @@
+"""The sandbox on its own PostgreSQL (`mltp sandbox up --database postgres`), through the console script
+and real servers: a pipeline runs on it, `up` twice is harmless, a crashed PostgreSQL is restarted with
+the Prefect state intact, switching databases is refused, a taken port is one line, `down` leaves no
+process and no port; and the choice of database in-process (auto, the record, URLs, missing programs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from sklearn.datasets import load_iris
+
+from mltp.errors import ConfigError
+from mltp.sandbox import database as databases
+from mltp.sandbox import postgres
+from mltp.sandbox.database import Database
+from mltp.sandbox.process import port_is_free
+from tests.conftest import RunningSandbox, free_port, run_mltp
+from tests.test_deployments import PREFECT, model, prefect_env
+
+pytestmark = pytest.mark.servers
+
+
+def reachable_home() -> Path:
+    """A folder the `postgres` user can enter too (for root, PostgreSQL runs as that user)."""
+    folder = Path(tempfile.mkdtemp(prefix="mltp-pg-", dir="/tmp"))
+    folder.chmod(0o755)
+    return folder / ".mltp"
+
+
+def env_of(home: Path) -> dict[str, str]:
+    return {"MLTP_HOME": str(home), "MLTP_SANDBOX_DATABASE": "auto"}  # the default, not the suite's sqlite
+
+
+def up(home: Path, *flags: str) -> subprocess.CompletedProcess:
+    ports = [
+        "--aws-port",
+        str(free_port()),
+        "--prefect-port",
+        str(free_port()),
+        "--fleet-port",
+        str(free_port()),
+    ]
+    return run_mltp("sandbox", "up", *ports, *flags, "--json", env=env_of(home))
+
+
+def status(home: Path) -> dict:
+    result = run_mltp("sandbox", "status", "--json", env=env_of(home))
+    return json.loads(result.stdout)
+
+
+def cluster_processes(home: Path) -> list[psutil.Process]:
+    data = str(home / "postgres" / "data")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if data in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def pg_sandbox() -> Iterator[tuple[RunningSandbox, int]]:
+    home = reachable_home()
+    reason = postgres.unusable_reason(home)
+    if reason and postgres.find_binaries() is None:
+        pytest.skip(reason)  # CI installs PostgreSQL; a machine without it still runs the rest
+    port = free_port()
+    result = up(home, "--database", "postgres", "--postgres-port", str(port))
+    assert result.returncode == 0, result.stderr
+    running = RunningSandbox(home, json.loads(result.stdout))
+    running.stop_polling_incoming()
+    yield running, port
+    run_mltp("sandbox", "down", env=env_of(home))
+    shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_a_pipeline_runs_on_the_sandbox_s_own_postgres(pg_sandbox, tmp_path) -> None:
+    sandbox, port = pg_sandbox
+    assert sandbox.status["database"]["kind"] == "postgres"
+    assert sandbox.status["services"]["postgres"]["port"] == port
+    assert sandbox.status["services"]["postgres"]["healthy"] is True
+    assert not (sandbox.home / "prefect" / "prefect.db").exists()  # nothing went to SQLite
+    prefect_server = psutil.Process(sandbox.status["services"]["prefect"]["pid"])
+    assert prefect_server.environ()["PREFECT_API_DATABASE_CONNECTION_URL"].endswith(
+        f"127.0.0.1:{port}/prefect"
+    )
+    path = tmp_path / "iris.csv"
+    load_iris(as_frame=True).frame.to_csv(path, index=False)
+    result = subprocess.run(
+        [PREFECT, "deployment", "run", "ingest-and-train/ingest-and-train", "--param", f"source={path}",
+         "--param", "target=target", "--param", "dataset_name=iris-pg", "--param", "compute=lambda",
+         "--watch", "--watch-timeout", "240"],
+        env=prefect_env(sandbox), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Completed" in result.stdout, (
+        result.stdout[-2000:] + result.stderr[-2000:]
+    )
+    assert model(sandbox, "iris-pg")["version"] == 1
+
+
+def test_up_again_is_harmless_and_keeps_every_process(pg_sandbox) -> None:
+    sandbox, _ = pg_sandbox
+    before = {name: service["pid"] for name, service in status(sandbox.home)["services"].items()}
+    result = run_mltp("sandbox", "up", "--database", "postgres", "--json", env=env_of(sandbox.home))
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert "the sandbox was already running" in again["notes"]
+    assert {name: service["pid"] for name, service in again["services"].items()} == before
+
+
+def test_another_database_for_the_same_sandbox_is_refused(pg_sandbox) -> None:
+    sandbox, _ = pg_sandbox
+    for flags in (
+        ["--database", "sqlite"],
+        ["--database-url", "postgresql://someone:pw@db.internal/prefect"],
+    ):
+        result = run_mltp("sandbox", "up", *flags, env=env_of(sandbox.home))
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "keeps its Prefect state in PostgreSQL, the sandbox's own" in lines[0]
+        assert "pw@" not in lines[0]  # a password in a URL is never shown
+    assert status(sandbox.home)["running"] is True
+
+
+def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -> None:
+    sandbox, port = pg_sandbox
+    runs_before = sandbox.api("/flow_runs/count", {})
+    os.kill(status(sandbox.home)["services"]["postgres"]["pid"], signal.SIGKILL)
+    psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
+    crashed = status(sandbox.home)
+    assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
+    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home))
+    assert result.returncode == 0, result.stderr
+    restarted = json.loads(result.stdout)
+    assert restarted["running"] is True and restarted["services"]["postgres"]["port"] == port
+    assert "removed a stale postgres pid file left by a crashed sandbox" in restarted["notes"]
+    assert sandbox.api("/flow_runs/count", {}) == runs_before  # the runs survived in the cluster
+
+
+def test_down_leaves_no_process_and_no_port(pg_sandbox) -> None:
+    sandbox, port = pg_sandbox
+    assert cluster_processes(sandbox.home)
+    result = run_mltp("sandbox", "down", env=env_of(sandbox.home))
+    assert result.returncode == 0, result.stderr
+    assert "stopped the postgres server" in result.stdout
+    assert cluster_processes(sandbox.home) == []
+    assert port_is_free(port) and not (sandbox.home / "run" / "postgres.pid").exists()
+    assert (sandbox.home / "postgres" / "data" / "PG_VERSION").exists()  # the state stays for the next up
+    result = up(sandbox.home)  # back for the module's teardown: auto keeps PostgreSQL
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["database"]["kind"] == "postgres"
+
+
+def test_a_taken_postgres_port_is_one_line_and_nothing_starts() -> None:
+    home = reachable_home()
+    if postgres.unusable_reason(home):
+        pytest.skip(postgres.unusable_reason(home))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        result = up(home, "--database", "postgres", "--postgres-port", str(taken))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {taken} for the sandbox's PostgreSQL is already in use" in lines[0]
+    assert "--postgres-port" in lines[0]
+    assert not (home / "run").exists() or not list((home / "run").glob("*.pid"))
+    assert not (home / "postgres").exists()
+    shutil.rmtree(home.parent, ignore_errors=True)
+
+
+# -- the choice, in-process ---------------------------------------------------------------------------
+
+
+def test_auto_takes_postgres_where_it_runs_else_sqlite_with_the_reason(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(databases, "unusable_reason", lambda home: None)
+    assert databases.choose(tmp_path) == (Database("postgres"), [])
+    monkeypatch.setattr(databases, "unusable_reason", lambda home: "no PostgreSQL server programs")
+    chosen, notes = databases.choose(tmp_path)
+    assert chosen == Database("sqlite") and notes == [
+        "the Prefect server keeps its state in SQLite: no PostgreSQL server programs"
+    ]
+    with pytest.raises(ConfigError, match=r"^--database postgres: no PostgreSQL server programs$"):
+        databases.choose(tmp_path, "postgres")
+
+
+def test_auto_keeps_the_database_a_sandbox_was_started_with(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(databases, "unusable_reason", lambda home: None)
+    (tmp_path / "prefect").mkdir()
+    (tmp_path / "prefect" / "prefect.db").touch()  # a sandbox from before the choice: SQLite
+    assert databases.choose(tmp_path) == (Database("sqlite"), [])
+    with pytest.raises(ConfigError, match=r"keeps its Prefect state in SQLite .*delete .*/prefect to start"):
+        databases.choose(tmp_path, "postgres")
+    shutil.rmtree(tmp_path / "prefect")  # deleted, as the message says: a fresh choice
+    assert databases.choose(tmp_path, "postgres") == (Database("postgres"), [])
+
+
+def test_an_external_url_is_recorded_privately_and_never_shown_with_its_password(tmp_path) -> None:
+    chosen, _ = databases.choose(
+        tmp_path, "auto", "postgresql://prefect:s3cret@db.internal:5433/orchestration"
+    )
+    assert chosen.url == "postgresql+asyncpg://prefect:s3cret@db.internal:5433/orchestration"
+    assert (
+        chosen.describe() == "PostgreSQL at postgresql+asyncpg://prefect:***@db.internal:5433/orchestration"
+    )
+    databases.record(tmp_path, chosen)
+    assert stat.S_IMODE((tmp_path / "database.json").stat().st_mode) == 0o600
+    assert databases.recorded(tmp_path) == chosen
+    assert chosen.prefect_server_env(None) == {"PREFECT_API_DATABASE_CONNECTION_URL": chosen.url}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "--database-url is not a URL"),
+        ("mysql://root:pw@db/prefect", r"--database-url mysql://root:\*\*\*@db/prefect is not a PostgreSQL"),
+        ("postgresql://db.internal", "is not a PostgreSQL database's URL"),  # no database
+        ("postgresql:///prefect", "is not a PostgreSQL database's URL"),  # no host
+    ],
+)
+def test_bad_database_urls_are_one_line(tmp_path, url, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        databases.choose(tmp_path, "auto", url)
+
+
+def test_a_url_with_database_sqlite_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="leave out --database sqlite"):
+        databases.choose(tmp_path, "sqlite", "postgresql://db.internal/prefect")
+
+
+def test_the_server_programs_are_found_on_path_or_in_debian_s_folder(tmp_path, monkeypatch) -> None:
+    def install(folder: Path, tools=postgres.TOOLS) -> Path:
+        folder.mkdir(parents=True)
+        for tool in tools:
+            (folder / tool).write_text("#!/bin/sh\n")
+            (folder / tool).chmod(0o755)
+        return folder
+
+    monkeypatch.setattr(postgres, "DEBIAN_ROOT", tmp_path / "lib")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert postgres.find_binaries() is None
+    assert "apt-get install postgresql" in (postgres.unusable_reason(tmp_path) or "")
+    install(tmp_path / "lib" / "13" / "bin")
+    newest = install(tmp_path / "lib" / "16" / "bin")
+    install(tmp_path / "lib" / "17" / "bin", tools=("initdb",))  # incomplete: skipped
+    assert postgres.find_binaries() == postgres.Binaries(newest)
+    on_path = install(tmp_path / "opt" / "pg" / "bin")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert postgres.find_binaries() == postgres.Binaries(on_path)
+
+
+def test_sqlite_sandboxes_do_without_the_late_runs_service() -> None:
+    assert Database("sqlite").prefect_server_env(None) == {
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false"
+    }
+    assert Database("postgres").prefect_server_env(5057) == {
+        "PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://mltp@127.0.0.1:5057/prefect"
+    }
