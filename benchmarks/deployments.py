@@ -41,7 +41,7 @@ from sklearn.datasets import load_iris
 
 from benchmarks.files import REPO
 from benchmarks.flow_timeline import seconds
-from benchmarks.harness import MLTP, measure, sandbox
+from benchmarks.harness import MLTP, database_of, measure, sandbox
 from benchmarks.report import Row, load_average, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
@@ -125,6 +125,7 @@ class Results:
     interval_s: float = 0.0  # watch-incoming's schedule
     load_start: tuple[float, ...] = ()  # os.getloadavg()
     load_end: tuple[float, ...] = ()
+    database: str = ""  # the Prefect server's
 
 
 class Api:
@@ -528,7 +529,8 @@ def header(results: Results) -> str:
             *environment(PACKAGES),
             f"- Load average (1, 5, 15 min) at the start: {load[0]}; at the end: {load[1]}. The machine is "
             "shared: other processes' load slows the new processes' start most.",
-            "- One private sandbox (`mltp sandbox up`: work pool `mltp`, `prefect deploy --all`, one process "
+            f"- One private sandbox (`mltp sandbox up`: Prefect on {results.database}, work pool `mltp`, "
+            "`prefect deploy --all`, one process "
             f"worker polling every {WORKER_POLL_S} s and submitting scheduled runs {PREFETCH_S:.0f} s "
             f"ahead). `{DATASET}` (150 rows) is ingested once with a target. Every timestamp is the Prefect "
             "API's (flow run `created`, state timestamps, `start_time`, `end_time`) or the benchmark's "
@@ -657,5 +659,6 @@ def run() -> Section:
     with sandbox() as (endpoint, env), tempfile.TemporaryDirectory(prefix="mltp-bench-data-") as scratch:
         api = Api(Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url)
         results = Suite(api, env, endpoint, Path(scratch)).run()
+        results.database = database_of(env)
     body = [header(results), main_table(results), footnotes(results, time.monotonic() - started)]
     return Section("deployments", "\n\n".join(body))

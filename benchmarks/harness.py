@@ -41,6 +41,9 @@ def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
     """`mltp sandbox up` on free ports in a temporary MLTP_HOME; always `down` again. Yields the AWS
     endpoint and an environment with fake credentials and no user AWS configuration."""
     with tempfile.TemporaryDirectory(prefix="mltp-bench-") as home:
+        # Open to other users as a project folder is, so that for root too `auto` can run the sandbox's
+        # PostgreSQL (as the postgres user): the database a user's sandbox gets where PostgreSQL is installed.
+        os.chmod(home, 0o755)
         env = {
             **os.environ,
             "MLTP_HOME": home,
@@ -92,3 +95,11 @@ def measure(
     output = json.loads(done.stdout) if timed_inside or json_stdout else {}
     seconds = output["seconds"] if timed_inside else spawned["seconds"]
     return Measurement(seconds, spawned["maxrss_kb"] / 1024, output)  # ru_maxrss is in KiB on Linux
+
+
+def database_of(env: dict[str, str]) -> str:
+    """The Prefect server's database in the sandbox at env's MLTP_HOME, for a section's description."""
+    from mltp.sandbox.database import recorded
+
+    database = recorded(Path(env["MLTP_HOME"]))
+    return database.describe() if database else "unknown"

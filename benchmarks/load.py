@@ -32,7 +32,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 from prefect.settings import get_current_settings
 from sklearn.datasets import load_iris
 
-from benchmarks.harness import sandbox
+from benchmarks.harness import database_of, sandbox
 from benchmarks.report import Row, load_average, summary, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
@@ -487,10 +487,13 @@ def _slower(alone: list[Burst], burst: Burst) -> str:
     )
 
 
-def section(alone: list[Burst], burst: Burst, total_s: float, loads: tuple[tuple[float, ...], ...]) -> str:
+def section(
+    alone: list[Burst], burst: Burst, total_s: float, loads: tuple[tuple[float, ...], ...], database: str
+) -> str:
     lines = [
         *environment(PACKAGES),
-        f"- One private sandbox (`mltp sandbox up`, its worker, the fleet running at most 4 trainers). Each "
+        f"- One private sandbox (`mltp sandbox up`: Prefect on {database}, its worker, the fleet running at "
+        "most 4 trainers). Each "
         f"pipeline is a run of `{DEPLOYMENT}` created through the API: its own {ROWS}-row sample of iris, "
         "random forest (20 trees) on EC2, registered under one model name shared by the burst. Baseline: "
         f"one pipeline alone, {ALONE} times one after another (after a warm-up run that publishes the "
@@ -526,4 +529,5 @@ def run() -> Section:
         load_before = os.getloadavg()
         alone, burst = measure(target, Path(scratch))
         loads = (load_before, os.getloadavg())
-    return Section("load", section(alone, burst, time.monotonic() - started, loads))
+        database = database_of(env)
+    return Section("load", section(alone, burst, time.monotonic() - started, loads, database))

@@ -18,7 +18,7 @@ from pathlib import Path
 from sklearn.datasets import load_breast_cancer
 
 from benchmarks.flow_timeline import Timeline, breakdown, seconds, timeline
-from benchmarks.harness import MLTP, measure, sandbox
+from benchmarks.harness import MLTP, database_of, measure, sandbox
 from benchmarks.report import DASH, Row, load_average
 from benchmarks.report import table as figure_table
 from benchmarks.results import Section, environment
@@ -226,13 +226,14 @@ def cold_table(runs: Runs) -> str:
     )
 
 
-def header() -> str:
+def header(database: str) -> str:
     return "\n".join(
         [
             *environment(PACKAGES),
             f"- Dataset: scikit-learn's breast cancer (569 rows, 30 features), ingested once with `mltp "
             f"datasets ingest`. Each run: `mltp {' '.join(TRAIN)} --compute lambda|ec2 --json` as a fresh "
-            f"process against one private sandbox, {REPS} runs per backend, interleaved, after one "
+            f"process against one private sandbox (Prefect on {database}), {REPS} runs per backend, "
+            "interleaved, after one "
             "untimed warm-up run on EC2 (the first EC2 run builds and uploads the trainer wheel; later runs "
             "find it by its content hash).",
             "- Trainer: the job's `duration_s` in the report, the trainer's own clock in `run_job` (reading "
@@ -323,8 +324,9 @@ def run() -> Section:
         load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
         with sandbox() as (endpoint, env):
             runs = measure_all(env, endpoint, path)
+            database = database_of(env)
         print("pipeline: cold starts, each in a new sandbox ...", file=sys.stderr, flush=True)
         measure_cold(runs, path)
     total = f"Whole suite (sandbox starts and stops included): {(time.monotonic() - started) / 60:.1f} min."
-    body = [header(), targets(runs), table(runs), footnotes(runs), cold_table(runs), total]
+    body = [header(database), targets(runs), table(runs), footnotes(runs), cold_table(runs), total]
     return Section("pipeline", "\n\n".join(body))
