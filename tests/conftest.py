@@ -234,19 +234,15 @@ class RunningSandbox:
         return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
+def sandbox_up(home: Path, *flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`mltp sandbox up --json` in `home`, on free ports."""
+    ports = ["--aws-port", str(free_port()), "--prefect-port", str(free_port())]
+    ports += ["--fleet-port", str(free_port())]
+    return run_mltp("sandbox", "up", *ports, *flags, "--json", env={"MLTP_HOME": str(home), **(env or {})})
+
+
 def start_sandbox(home: Path) -> RunningSandbox:
-    result = run_mltp(
-        "sandbox",
-        "up",
-        "--aws-port",
-        str(free_port()),
-        "--prefect-port",
-        str(free_port()),
-        "--fleet-port",
-        str(free_port()),
-        "--json",
-        env={"MLTP_HOME": str(home)},
-    )
+    result = sandbox_up(home)
     assert result.returncode == 0, result.stderr
     running = RunningSandbox(home, json.loads(result.stdout))
     running.stop_polling_incoming()
