@@ -1,5 +1,6 @@
-"""The sandbox on its own PostgreSQL (`mltp sandbox up --database postgres`), through the console script
-and real servers: a pipeline runs on it, `up` twice is harmless, a crashed PostgreSQL is restarted with
+"""The sandbox on its own PostgreSQL with two workers (`mltp sandbox up --database postgres --workers 2`),
+through the console script and real servers: a pipeline runs on it, each flow run is run by exactly one
+worker, a killed worker is restarted, `up` twice is harmless, a crashed PostgreSQL is restarted with
 the Prefect state intact, switching databases is refused, a taken port is one line, `down` leaves no
 process and no port; and the choice of database in-process (auto, the record, URLs, missing programs)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,9 +28,10 @@ from mltp.sandbox import postgres
 from mltp.sandbox.database import Database
 from mltp.sandbox.process import port_is_free
 from tests.conftest import RunningSandbox, free_port, run_mltp, sandbox_up
-from tests.test_deployments import PREFECT, model, prefect_env
+from tests.test_deployments import PREFECT, finished, model, prefect_env
 
 pytestmark = pytest.mark.servers
+SUBMITTED = re.compile(r"Worker '([^']+)' submitting flow run '([0-9a-f-]{36})'")
 
 
 def reachable_home() -> Path:
@@ -67,7 +70,7 @@ def pg_sandbox() -> Iterator[tuple[RunningSandbox, int]]:
     if reason and postgres.find_binaries() is None:
         pytest.skip(reason)  # CI installs PostgreSQL; a machine without it still runs the rest
     port = free_port()
-    result = up(home, "--database", "postgres", "--postgres-port", str(port))
+    result = up(home, "--database", "postgres", "--postgres-port", str(port), "--workers", "2")
     assert result.returncode == 0, result.stderr
     running = RunningSandbox(home, json.loads(result.stdout))
     running.stop_polling_incoming()
@@ -98,6 +101,41 @@ def test_a_pipeline_runs_on_the_sandbox_s_own_postgres(pg_sandbox, tmp_path) -> 
         result.stdout[-2000:] + result.stderr[-2000:]
     )
     assert model(sandbox, "iris-pg")["version"] == 1
+
+
+def submitted_by(home: Path) -> dict[str, list[str]]:
+    """Flow run id -> the workers whose log says they submitted it."""
+    workers: dict[str, list[str]] = {}
+    for log in (home / "logs").glob("worker*.log"):
+        for name, run_id in SUBMITTED.findall(log.read_text()):
+            workers.setdefault(run_id, []).append(name)
+    return workers
+
+
+def test_two_workers_run_each_flow_run_exactly_once(pg_sandbox) -> None:
+    sandbox, _ = pg_sandbox
+    workers = sandbox.api("/work_pools/mltp/workers/filter", {})
+    online = {worker["name"] for worker in workers if worker["status"] == "ONLINE"}
+    assert {"mltp-sandbox-worker", "mltp-sandbox-worker-2"} <= online
+    reaper = sandbox.api("/deployments/filter", {"deployments": {"name": {"any_": ["reap-orphans"]}}})[0]
+    ids = [sandbox.api(f"/deployments/{reaper['id']}/create_flow_run", {})["id"] for _ in range(8)]
+    for run_id in ids:
+        finished(sandbox, run_id)
+    workers_of = submitted_by(sandbox.home)
+    assert {run_id: len(workers_of.get(run_id, [])) for run_id in ids} == dict.fromkeys(ids, 1)
+
+
+def test_a_killed_worker_is_restarted_by_up(pg_sandbox) -> None:
+    sandbox, _ = pg_sandbox
+    killed = psutil.Process(status(sandbox.home)["services"]["worker-2"]["pid"])
+    killed.kill()
+    killed.wait(timeout=30)
+    assert status(sandbox.home)["services"]["worker-2"]["state"] == "stale"
+    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home))
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert "removed a stale worker-2 pid file left by a crashed sandbox" in again["notes"]
+    assert again["running"] is True and again["services"]["worker-2"]["healthy"] is True
 
 
 def test_up_again_is_harmless_and_keeps_every_process(pg_sandbox) -> None:
@@ -144,10 +182,14 @@ def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -
 def test_down_leaves_no_process_and_no_port(pg_sandbox) -> None:
     sandbox, port = pg_sandbox
     assert cluster_processes(sandbox.home)
+    services = status(sandbox.home)["services"]
+    pids = [services[name]["pid"] for name in ("worker", "worker-2", "prefect", "moto", "fleet")]
     result = run_mltp("sandbox", "down", env=env_of(sandbox.home))
     assert result.returncode == 0, result.stderr
     assert "stopped the postgres server" in result.stdout
     assert cluster_processes(sandbox.home) == []
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert "stopped the worker-2 server" in result.stdout
     assert port_is_free(port) and not (sandbox.home / "run" / "postgres.pid").exists()
     assert (sandbox.home / "postgres" / "data" / "PG_VERSION").exists()  # the state stays for the next up
     result = up(sandbox.home)  # back for the module's teardown: auto keeps PostgreSQL

@@ -66,6 +66,16 @@ POSTGRES_PORT = typer.Option(
     max=65535,
     help=f"Port of the sandbox's own PostgreSQL [default: {DEFAULT_POSTGRES_PORT}].",
 )
+WORKERS = typer.Option(
+    None,
+    "--workers",
+    envvar="MLTP_SANDBOX_WORKERS",
+    min=1,
+    max=lifecycle.MAX_WORKERS,
+    help="Prefect workers on the work pool, each its own process as on its own machine [default: as many "
+    "as run now, else 1].",
+    show_default=False,
+)
 MAX_TRAINERS = typer.Option(
     lifecycle.DEFAULT_MAX_TRAINERS,
     "--max-trainers",
@@ -110,6 +120,7 @@ def up(
     database: str = DATABASE,
     database_url: str | None = DATABASE_URL,
     postgres_port: int | None = POSTGRES_PORT,
+    workers: int | None = WORKERS,
     json: bool = JSON,
 ) -> None:
     """Start the sandbox (harmless when it is already running), create its blocks and buckets, deploy
@@ -122,6 +133,7 @@ def up(
         database=database,
         database_url=database_url,
         postgres_port=postgres_port,
+        workers=workers,
     )
     if json:
         emit_json({**status.as_json(), "notes": notes})

@@ -123,8 +123,13 @@ class DeployAll:
             self.process.wait()
 
 
-def worker_argv() -> list[str]:
-    """The worker, with its flow runs' fork server beside it."""
+def worker_name(number: int) -> str:
+    """The Prefect name of the sandbox's `number`th worker (1: the one every sandbox has)."""
+    return WORKER_NAME if number == 1 else f"{WORKER_NAME}-{number}"
+
+
+def worker_argv(name: str = WORKER_NAME) -> list[str]:
+    """A worker, with its flow runs' fork server beside it."""
     return [
         sys.executable,
         "-m",
@@ -140,17 +145,17 @@ def worker_argv() -> list[str]:
         "--type",
         "process",
         "--name",
-        WORKER_NAME,
+        name,
     ]
 
 
-def worker_online(api_url: str) -> bool:
+def worker_online(api_url: str, name: str = WORKER_NAME) -> bool:
     try:
         answer = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=2)
         workers = answer.json() if answer.status_code == 200 else []  # 503 while its database is down
     except (httpx.HTTPError, ValueError):
         return False
-    return any(worker["name"] == WORKER_NAME and worker["status"] == "ONLINE" for worker in workers)
+    return any(worker["name"] == name and worker["status"] == "ONLINE" for worker in workers)
 
 
 def drop_missed_runs(api_url: str) -> dict[str, int]:

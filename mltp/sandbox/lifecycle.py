@@ -27,6 +27,7 @@ from mltp.sandbox.deployments import (
     ensure_work_pool,
     project_dir,
     worker_argv,
+    worker_name,
     worker_online,
 )
 from mltp.sandbox.postgres import DEFAULT_POSTGRES_PORT, Cluster, cluster_account, find_binaries
@@ -36,6 +37,7 @@ DEFAULT_AWS_PORT = 5055
 DEFAULT_PREFECT_PORT = 4250
 DEFAULT_FLEET_PORT = 5056
 DEFAULT_MAX_TRAINERS = 4
+MAX_WORKERS = 8
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 # moto accepts any key pair; fixed fake keys keep every process of the sandbox in one moto account.
@@ -120,13 +122,30 @@ class Sandbox:
         self.prefect = ManagedProcess("prefect", run_dir, log_dir)
         self.fleet = ManagedProcess("fleet", run_dir, log_dir)
         self.postgres = ManagedProcess("postgres", run_dir, log_dir)
-        self.worker = ManagedProcess("worker", run_dir, log_dir)
-        self.every_service = (self.moto, self.fleet, self.postgres, self.prefect, self.worker)  # start order
+        # Workers as on N machines, each with its own name, fork server, log, pid file and Prefect home.
+        self.workers = [
+            ManagedProcess("worker" if number == 1 else f"worker-{number}", run_dir, log_dir)
+            for number in range(1, MAX_WORKERS + 1)
+        ]
+        # in the order they start
+        self.every_service = (self.moto, self.fleet, self.postgres, self.prefect, *self.workers)
 
-    def services(self, database: Database | None) -> tuple[ManagedProcess, ...]:
-        """The services a sandbox on `database` runs (and one left running from before, to be stopped)."""
+    def services(self, database: Database | None, workers: int | None = None) -> tuple[ManagedProcess, ...]:
+        """The services a sandbox on `database` with `workers` workers runs (by default as many as run now,
+        at least one), and any started before that still has a pid file (to be stopped)."""
+        workers = workers or self.running_workers()
         own_postgres = (database is not None and database.own_postgres) or self.postgres.state() != "stopped"
-        return tuple(each for each in self.every_service if each is not self.postgres or own_postgres)
+        return tuple(
+            each
+            for each in self.every_service
+            if (each is not self.postgres or own_postgres)
+            and (each not in self.workers or self.workers.index(each) < workers or each.state() != "stopped")
+        )
+
+    def running_workers(self) -> int:
+        """How many workers this sandbox has: the highest numbered one with a pid file, at least one."""
+        started = [number for number, each in enumerate(self.workers, 1) if each.state() != "stopped"]
+        return max(started, default=1)
 
     def cluster(self) -> Cluster | None:
         binaries = find_binaries()
@@ -165,7 +184,7 @@ class Sandbox:
         if process is self.postgres:
             cluster = self.cluster()
             return bool(cluster and endpoints.postgres_port and cluster.ready(endpoints.postgres_port))
-        return worker_online(endpoints.prefect_api_url)
+        return worker_online(endpoints.prefect_api_url, self._worker_name(process))
 
     def running_endpoints(self) -> Endpoints | None:
         """Endpoints of a running sandbox, without health calls (cheap enough for every command)."""
@@ -187,6 +206,7 @@ class Sandbox:
         database: str = "auto",
         database_url: str | None = None,
         postgres_port: int | None = None,
+        workers: int | None = None,
     ) -> tuple[SandboxStatus, list[str]]:
         """Start whatever is not running, wait until healthy, then create the blocks and buckets.
 
@@ -194,7 +214,13 @@ class Sandbox:
         hangs is restarted. On any failure the services this call started are stopped again.
         """
         chosen, notes = databases.choose(self.home, database, database_url)
-        services = self.services(chosen)
+        workers = workers or self.running_workers()
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers {workers}: the sandbox runs 1 to {MAX_WORKERS} workers")
+        for extra in self.workers[workers:]:
+            if extra.stop() == "running":
+                notes.append(f"stopped {extra.name}: the sandbox now runs {workers} worker(s)")
+        services = self.services(chosen, workers)
         current = self.status()
         known = self.endpoints()
         healthy = {name for name, service in current.services.items() if service.healthy}
@@ -215,19 +241,21 @@ class Sandbox:
             healthy.discard("fleet")
             self.fleet.stop()
             notes.append("restarted the fleet with the new moto server")
-        if "prefect" not in healthy and "worker" in healthy:
-            healthy.discard("worker")
-            self.worker.stop()
-            notes.append("restarted the worker with the new Prefect server")
+        if "prefect" not in healthy:
+            for worker in self.workers[:workers]:
+                if worker.name in healthy:
+                    healthy.discard(worker.name)
+                    worker.stop()
+                    notes.append(f"restarted the {worker.name} with the new Prefect server")
         to_start = [process for process in services if process.name not in healthy]
         notes += self._clear(to_start)
         for process in to_start:
-            if process is not self.worker:
+            if process not in self.workers:
                 port, what, flag = self._port_of(process, endpoints)
                 require_free_port(port, what=what, flag=flag)
         try:
             self._start(endpoints, chosen, to_start, max_trainers)
-            notes += self._configure(endpoints, start_worker=self.worker in to_start)
+            notes += self._configure(endpoints, [each for each in self.workers if each in to_start])
         except BaseException:
             for process in reversed(to_start):
                 process.stop()
@@ -369,34 +397,39 @@ class Sandbox:
             blocks = load_blocks()
             deploy_trainer_function(blocks.lambda_client(), **blocks.lambda_.deploy_settings())
 
-    def _prefect_client_env(self, endpoints: Endpoints) -> dict[str, str]:
+    def _prefect_client_env(self, endpoints: Endpoints, prefect_home: str = "worker") -> dict[str, str]:
         return _service_env(
             PREFECT_API_URL=endpoints.prefect_api_url,
             PREFECT_UI_URL=endpoints.prefect_ui_url,
-            PREFECT_HOME=str(self.home / "worker"),
+            PREFECT_HOME=str(self.home / prefect_home),
             AWS_EC2_METADATA_DISABLED="true",
         )
 
-    def _configure(self, endpoints: Endpoints, start_worker: bool) -> list[str]:
+    def _configure(self, endpoints: Endpoints, workers: list[ManagedProcess]) -> list[str]:
         """Blocks, deployments (`prefect deploy --all` runs meanwhile, again on each `up`: prefect.yaml
-        may have changed) and, if asked, the worker: it starts once the blocks its runs load exist and
-        the runs missed while no worker ran are dropped."""
+        may have changed) and the `workers` to start: they start once the blocks their runs load exist
+        and the runs missed while no worker ran are dropped."""
         ensure_work_pool(endpoints.prefect_api_url)
         deploying = DeployAll(
             self._prefect_client_env(endpoints), self.home / "logs" / "deploy.log", project_dir()
         )
         try:
             self._init_blocks(endpoints)
-            dropped = drop_missed_runs(endpoints.prefect_api_url) if start_worker else {}
-            if start_worker:
-                env = {**self._prefect_client_env(endpoints), "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_S}
-                self.worker.start(worker_argv(), env=env, port=0)
+            dropped = drop_missed_runs(endpoints.prefect_api_url) if self.workers[0] in workers else {}
+            for worker in workers:
+                env = self._prefect_client_env(endpoints, prefect_home=worker.name)
+                env["PREFECT_WORKER_QUERY_SECONDS"] = WORKER_POLL_S
+                worker.start(worker_argv(self._worker_name(worker)), env=env, port=0)
             notes = [deploying.finish(), *_missed_runs_note(dropped)]
         finally:
             deploying.stop()
-        if start_worker:
-            self.worker.wait_healthy(lambda: worker_online(endpoints.prefect_api_url), timeout=60)
+        for worker in workers:
+            name = self._worker_name(worker)
+            worker.wait_healthy(lambda name=name: worker_online(endpoints.prefect_api_url, name), timeout=60)
         return notes
+
+    def _worker_name(self, worker: ManagedProcess) -> str:
+        return worker_name(self.workers.index(worker) + 1)
 
     def down(self) -> list[str]:
         found = self.stop_all()
