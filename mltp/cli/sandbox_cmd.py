@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 import typer
 
@@ -19,30 +20,18 @@ app = typer.Typer(
     "server with its UI."
 )
 
-AWS_PORT = typer.Option(
-    None,
-    "--aws-port",
-    envvar="MLTP_SANDBOX_AWS_PORT",
-    min=1,
-    max=65535,
-    help=f"Port of the moto (AWS) server [default: {lifecycle.DEFAULT_AWS_PORT}].",
-)
-PREFECT_PORT = typer.Option(
-    None,
-    "--prefect-port",
-    envvar="MLTP_SANDBOX_PREFECT_PORT",
-    min=1,
-    max=65535,
-    help=f"Port of the Prefect server and UI [default: {lifecycle.DEFAULT_PREFECT_PORT}].",
-)
-FLEET_PORT = typer.Option(
-    None,
-    "--fleet-port",
-    envvar="MLTP_SANDBOX_FLEET_PORT",
-    min=1,
-    max=65535,
-    help=f"Port of the compute fleet's Lambda endpoint [default: {lifecycle.DEFAULT_FLEET_PORT}].",
-)
+
+def _port_option(flag: str, what: str, default: int) -> Any:
+    """`--NAME-port`, also read from MLTP_SANDBOX_NAME_PORT."""
+    variable = "MLTP_SANDBOX_" + flag.removeprefix("--").replace("-", "_").upper()
+    return typer.Option(
+        None, flag, envvar=variable, min=1, max=65535, help=f"Port of {what} [default: {default}]."
+    )
+
+
+AWS_PORT = _port_option("--aws-port", "the moto (AWS) server", lifecycle.DEFAULT_AWS_PORT)
+PREFECT_PORT = _port_option("--prefect-port", "the Prefect server and UI", lifecycle.DEFAULT_PREFECT_PORT)
+FLEET_PORT = _port_option("--fleet-port", "the compute fleet's Lambda endpoint", lifecycle.DEFAULT_FLEET_PORT)
 DATABASE = typer.Option(
     "auto",
     "--database",
@@ -58,14 +47,7 @@ DATABASE_URL = typer.Option(
     help="Keep the Prefect server's state in this PostgreSQL instead (postgresql://USER:PASSWORD@HOST/DB).",
     show_default=False,
 )
-POSTGRES_PORT = typer.Option(
-    None,
-    "--postgres-port",
-    envvar="MLTP_SANDBOX_POSTGRES_PORT",
-    min=1,
-    max=65535,
-    help=f"Port of the sandbox's own PostgreSQL [default: {DEFAULT_POSTGRES_PORT}].",
-)
+POSTGRES_PORT = _port_option("--postgres-port", "the sandbox's own PostgreSQL", DEFAULT_POSTGRES_PORT)
 WORKERS = typer.Option(
     None,
     "--workers",
