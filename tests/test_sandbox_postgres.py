@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from tests.conftest import RunningSandbox, free_port, run_mltp, sandbox_up
 from tests.test_deployments import PREFECT, finished, model, prefect_env
 
 pytestmark = pytest.mark.servers
-SUBMITTED = re.compile(r"Worker '([^']+)' submitting flow run '([0-9a-f-]{36})'")
+SUBMITTED = re.compile(r"Worker '[^']+' submitting flow run '([0-9a-f-]{36})'")
+ABORTED = re.compile(r"Aborted submission of flow run '([0-9a-f-]{36})'")  # another worker had it first
 
 
 def reachable_home() -> Path:
@@ -103,13 +105,14 @@ def test_a_pipeline_runs_on_the_sandbox_s_own_postgres(pg_sandbox, tmp_path) -> 
     assert model(sandbox, "iris-pg")["version"] == 1
 
 
-def submitted_by(home: Path) -> dict[str, list[str]]:
-    """Flow run id -> the workers whose log says they submitted it."""
-    workers: dict[str, list[str]] = {}
+def started_by_workers(home: Path) -> Counter[str]:
+    """Flow run id -> how many workers started it: their submissions less the ones the server refused."""
+    started: Counter[str] = Counter()
     for log in (home / "logs").glob("worker*.log"):
-        for name, run_id in SUBMITTED.findall(log.read_text()):
-            workers.setdefault(run_id, []).append(name)
-    return workers
+        text = log.read_text()
+        started.update(SUBMITTED.findall(text))
+        started.subtract(ABORTED.findall(text))
+    return started
 
 
 def test_two_workers_run_each_flow_run_exactly_once(pg_sandbox) -> None:
@@ -121,8 +124,11 @@ def test_two_workers_run_each_flow_run_exactly_once(pg_sandbox) -> None:
     ids = [sandbox.api(f"/deployments/{reaper['id']}/create_flow_run", {})["id"] for _ in range(8)]
     for run_id in ids:
         finished(sandbox, run_id)
-    workers_of = submitted_by(sandbox.home)
-    assert {run_id: len(workers_of.get(run_id, [])) for run_id in ids} == dict.fromkeys(ids, 1)
+    started = started_by_workers(sandbox.home)
+    assert {run_id: started[run_id] for run_id in ids} == dict.fromkeys(ids, 1)
+    for run_id in ids:
+        states = sandbox.api(f"/flow_run_states/?flow_run_id={run_id}", method="GET")
+        assert [state["type"] for state in states].count("RUNNING") == 1
 
 
 def test_a_killed_worker_is_restarted_by_up(pg_sandbox) -> None:
