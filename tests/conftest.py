@@ -260,6 +260,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
 
 
 @pytest.fixture(scope="module")
+def iris_csv(tmp_path_factory) -> Path:
+    """Iris as a CSV file, its label in column `target`."""
+    from sklearn.datasets import load_iris
+
+    path = tmp_path_factory.mktemp("deployments") / "iris.csv"
+    load_iris(as_frame=True).frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
 def scratch_prefect() -> Iterator[str]:
     """A second real Prefect server whose blocks a test may break: `prefect_test_harness` runs one in a
     subprocess, shared by a module's tests that point the CLI at it with PREFECT_API_URL, and stopped when

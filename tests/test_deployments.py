@@ -90,15 +90,6 @@ def prefect_env(sandbox) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": sandbox.prefect_api_url}
 
 
-@pytest.fixture(scope="module")
-def iris_csv(tmp_path_factory) -> Path:
-    from sklearn.datasets import load_iris
-
-    path = tmp_path_factory.mktemp("deployments") / "iris.csv"
-    load_iris(as_frame=True).frame.to_csv(path, index=False)
-    return path
-
-
 def ingest(sandbox, path: Path, name: str, *extra: str) -> dict:
     """`mltp datasets ingest`, the way a user asks for automatic training."""
     result = run_mltp("datasets", "ingest", str(path), "--name", name, "--target", "target", *extra, "--json",
@@ -447,34 +438,55 @@ def test_a_manual_run_with_a_bad_parameter_is_refused_before_it_runs(sandbox) ->
     assert created == []
 
 
-def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -> None:
-    name = unique("cancelled")
-    seed(sandbox, iris_csv, name)
-    slow = {"n_estimators": 4000}  # seconds per candidate, many candidates: minutes of EC2 time
-    run = sandbox.api(
+def start_slow_ec2_training(sandbox, dataset: str) -> dict:
+    """A `train-on-new-dataset` run of minutes of EC2 time (seconds per candidate, many candidates)."""
+    return sandbox.api(
         f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run",
         {
             "parameters": {
-                "dataset": name,
+                "dataset": dataset,
                 "compute": "ec2",
-                "hyperparameters": slow,
+                "hyperparameters": {"n_estimators": 4000},
                 "grid": {"max_depth": list(range(2, 30))},
                 "register_best": False,
             }
         },
     )
-    ec2 = sandbox.client("ec2")
 
-    def instances(states: list[str]) -> list[str]:
-        filters = [
-            {"Name": "tag:mltp:flow-run-id", "Values": [run["id"]]},
-            {"Name": "instance-state-name", "Values": states},
-        ]
-        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-        return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
-    launched = wait_for(lambda: instances(["pending", "running"]), timeout=120)
-    sandbox.api(f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
-    wait_for(lambda: sandbox.api(f"/flow_runs/{run['id']}", method="GET")["state_type"] == "CANCELLED", 60)
-    wait_for(lambda: not instances(["pending", "running", "stopping", "stopped"]), timeout=60)
-    assert set(launched) <= set(instances(["shutting-down", "terminated"]))
+def instances_of(sandbox, run_id: str, states: list[str]) -> list[str]:
+    """The EC2 instances launched for a flow run, in one of `states`."""
+    filters = [
+        {"Name": "tag:mltp:flow-run-id", "Values": [run_id]},
+        {"Name": "instance-state-name", "Values": states},
+    ]
+    pages = sandbox.client("ec2").get_paginator("describe_instances").paginate(Filters=filters)
+    return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+def cancel_and_check_instances_terminated(sandbox, runs: list[dict]) -> None:
+    """Cancel runs whose instances run (as the UI's Cancel does): each ends CANCELLED, its instances gone."""
+    launched = {run["id"]: wait_for_instances(sandbox, run["id"]) for run in runs}
+    for run_id in launched:
+        sandbox.api(f"/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING"}, "force": True})
+    for run_id, instances in launched.items():
+        wait_cancelled_and_terminated(sandbox, run_id, instances)
+
+
+def wait_for_instances(sandbox, run_id: str) -> list[str]:
+    return wait_for(lambda: instances_of(sandbox, run_id, ["pending", "running"]), timeout=120)
+
+
+def wait_cancelled_and_terminated(sandbox, run_id: str, instances: list[str]) -> None:
+    wait_for(lambda: sandbox.api(f"/flow_runs/{run_id}", method="GET")["state_type"] == "CANCELLED", 60)
+    wait_for(lambda: not instances_of(sandbox, run_id, LIVE), timeout=60)
+    assert set(instances) <= set(instances_of(sandbox, run_id, ["shutting-down", "terminated"]))
+
+
+def test_cancelling_a_training_run_terminates_its_instances(sandbox, iris_csv) -> None:
+    name = unique("cancelled")
+    seed(sandbox, iris_csv, name)
+    cancel_and_check_instances_terminated(sandbox, [start_slow_ec2_training(sandbox, name)])
