@@ -1,5 +1,5 @@
-"""`make bench`: `python -m benchmarks [ingest|trainer|monitor|pipeline|deployments|load|mcp ...]` runs
-the named suites (all by default, in order) against private sandboxes, writes their sections of
+"""`make bench`: `python -m benchmarks [ingest|trainer|monitor|pipeline|deployments|load|watchers|mcp ...]`
+runs the named suites (all by default, in order) against private sandboxes, writes their sections of
 benchmarks/RESULTS.md and prints them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from benchmarks import deployments, ingest, load, mcp, monitor, pipeline, trainer
+from benchmarks import deployments, ingest, load, mcp, monitor, pipeline, trainer, watchers
 from benchmarks.results import RESULTS, Section, write
 
 SUITES: dict[str, Callable[[], Section]] = {
@@ -17,6 +17,7 @@ SUITES: dict[str, Callable[[], Section]] = {
     "pipeline": pipeline.run,
     "deployments": deployments.run,
     "load": load.run,
+    "watchers": watchers.run,
     "mcp": mcp.run,
 }
 

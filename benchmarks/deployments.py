@@ -13,6 +13,9 @@ after the put (push), next to polling alone on `watch-incoming`'s interval sched
 put at phases spread evenly over the interval. While they wait for their tick, the other measurements run
 in the idle time: never while the worker prefetches or runs a tick, push drops only while no poll drop is
 waiting (its event's run would ingest that one too).
+
+All that on the default sandbox; then the event and direct training runs alone (the watcher's schedule
+paused) on a sandbox on SQLite with one worker and on one on PostgreSQL with two, side by side.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from sklearn.datasets import load_iris
 
 from benchmarks.files import REPO
 from benchmarks.flow_timeline import seconds
-from benchmarks.harness import MLTP, database_of, measure, sandbox
-from benchmarks.report import Row, load_average, table
+from benchmarks.harness import MLTP, SETUPS, Setup, database_of, measure, sandbox, server_503s
+from benchmarks.report import Row, load_average, p90, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
 from flows.ingest import announce_dataset
@@ -86,10 +89,6 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: flo
     return found
 
 
-def p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
-
-
 @dataclass(frozen=True)
 class TrainRun:
     """One `train-on-new-dataset` flow run, in seconds from the request that made it."""
@@ -126,6 +125,7 @@ class Results:
     load_start: tuple[float, ...] = ()  # os.getloadavg()
     load_end: tuple[float, ...] = ()
     database: str = ""  # the Prefect server's
+    server_503s: int = 0  # answered by the Prefect server while the suite ran (its log)
 
 
 class Api:
@@ -410,6 +410,16 @@ class Suite:
         self.results.load_end = os.getloadavg()
         return self.results
 
+    def run_training(self) -> Results:
+        """The event and direct training runs alone, `watch-incoming`'s schedule paused throughout."""
+        self.results.load_start = os.getloadavg()
+        self.prepare()
+        self.stop_polling()
+        self.queue = [kind for kind in self.queue if kind in ("event", "direct")]
+        self.fill(math.inf)
+        self.results.load_end = os.getloadavg()
+        return self.results
+
     def _next_phase(self, phases: list[float]) -> float:
         """The longest phase still to measure that fits before the next tick, else the longest: the
         drops take consecutive ticks, with little waiting."""
@@ -584,8 +594,9 @@ def _slow_creates(results: Results) -> str:
         f"client, which the server's run-deployment action uses to create the run: {counts}. The client "
         "retries on HTTP 503, the server's answer when SQLite reports `database is locked` (another "
         "connection wrote first: the event's own bookkeeping, a flow's states and logs, a service loop). "
-        "The server logs no retryable errors by default; checked separately with its `prefect.client` "
-        "logger at DEBUG: every such creation came right after a logged 503 and a retry about 2 s later."
+        f"The server answered {results.server_503s} requests with 503 while the suite ran (its log); checked "
+        "separately with its `prefect.client` logger at DEBUG: every such creation came right after a logged "
+        "503 and a retry about 2 s later."
     )
 
 
@@ -602,7 +613,7 @@ def _poll_drops(results: Results) -> str:
     return "; ".join(lines)
 
 
-def footnotes(results: Results, total_seconds: float) -> str:
+def footnotes(results: Results) -> str:
     push, poll = results.drops["push"], results.drops["poll"]
     queued = sum(run.queued for runs in results.runs.values() for run in runs)
     polled = ", ".join(f"{count} {kind}" for kind, count in results.between_ticks.items() if count)
@@ -645,20 +656,82 @@ def footnotes(results: Results, total_seconds: float) -> str:
             "schedules were paused throughout). Training runs whose time overlapped a watcher run: "
             f"{results.watcher_overlaps}. Runs that waited for a concurrency slot: {queued}.",
             "",
+            f"The Prefect server answered {results.server_503s} requests with 503 while the suite ran (its "
+            "log, from the sandbox's start).",
+            "",
             "moto, the Prefect server, the worker, its flow runs, the fleet and the trainers share the same "
             f"{os.cpu_count()} cores.",
-            "",
-            f"Whole suite (sandbox start and stop included): {total_seconds / 60:.1f} min.",
         ]
     )
+
+
+def comparison_table(compared: dict[Setup, Results]) -> str:
+    baseline, ours = (compared[setup] for setup in SETUPS)
+    figures = [
+        ("event → train-model flow run created", "event", lambda run: run.created_s, "ms"),
+        ("`create_flow_run` → created", "direct", lambda run: run.created_s, "ms"),
+        ("event → flow run RUNNING", "event", lambda run: run.running_s, "s"),
+        ("`create_flow_run` → RUNNING", "direct", lambda run: run.running_s, "s"),
+        ("event → flow run COMPLETED", "event", lambda run: run.completed_s, "s"),
+    ]
+    lines = [
+        f"| figure (median / p90) | {SETUPS[0].label} | {SETUPS[1].label} | ratio ours/baseline (medians) |",
+        "|---|---|---|---|",
+    ]
+    for label, kind, phase, unit in figures:
+        base, our = ([phase(run) for run in results.runs[kind]] for results in (baseline, ours))
+        ratio = statistics.median(our) / statistics.median(base)
+        lines.append(f"| {label} | {median_p90(base, unit)} | {median_p90(our, unit)} | {ratio:.2f}x |")
+    lines += [
+        f"| 503 answers (the Prefect server's log) | {baseline.server_503s} | {ours.server_503s} | |",
+        f"| load average (1, 5, 15 min) at the start | {load_average(baseline.load_start)} "
+        f"| {load_average(ours.load_start)} | |",
+    ]
+    return "\n".join(lines)
+
+
+def comparison(compared: dict[Setup, Results]) -> str:
+    runs = next(iter(compared.values())).runs
+    return "\n".join(
+        [
+            "### PostgreSQL with 2 workers vs SQLite with 1 worker",
+            "",
+            f"A private sandbox for each (`mltp sandbox up --database sqlite --workers 1`, and `--database "
+            f"postgres --workers 2`), with `watch-incoming`'s schedule paused throughout: the same "
+            f"{len(runs['event'])} events and {len(runs['direct'])} `create_flow_run` calls as above, one "
+            "run at a time. Baseline: SQLite with 1 worker; ratios are PostgreSQL with 2 workers over it, "
+            "measured in the same run. 503 answers: the server's own count of the retryable database "
+            "errors it answered with 503 (its log, with `PREFECT_SERVER_LOG_RETRYABLE_ERRORS` on), from "
+            "every client, from the sandbox's start to the last run's end. p90 interpolated.",
+            "",
+            comparison_table(compared),
+        ]
+    )
+
+
+def training_runs(setup: Setup, scratch: Path) -> Results:
+    print(f"deployments: {setup.label}: starting a private sandbox ...", file=sys.stderr, flush=True)
+    with sandbox(setup.database, setup.workers) as (endpoint, env):
+        api = Api(Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url)
+        results = Suite(api, env, endpoint, scratch).run_training()
+        results.server_503s = server_503s(Path(env["MLTP_HOME"]))
+    return results
 
 
 def run() -> Section:
     started = time.monotonic()
     print("deployments: starting a private sandbox ...", file=sys.stderr, flush=True)
-    with sandbox() as (endpoint, env), tempfile.TemporaryDirectory(prefix="mltp-bench-data-") as scratch:
-        api = Api(Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url)
-        results = Suite(api, env, endpoint, Path(scratch)).run()
-        results.database = database_of(env)
-    body = [header(results), main_table(results), footnotes(results, time.monotonic() - started)]
+    with tempfile.TemporaryDirectory(prefix="mltp-bench-data-") as scratch:
+        with sandbox() as (endpoint, env):
+            api = Api(Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url)
+            results = Suite(api, env, endpoint, Path(scratch)).run()
+            results.database, results.server_503s = database_of(env), server_503s(Path(env["MLTP_HOME"]))
+        compared = {setup: training_runs(setup, Path(scratch)) for setup in SETUPS}
+    body = [
+        header(results),
+        main_table(results),
+        footnotes(results),
+        comparison(compared),
+        f"Whole suite (sandbox starts and stops included): {(time.monotonic() - started) / 60:.1f} min.",
+    ]
     return Section("deployments", "\n\n".join(body))

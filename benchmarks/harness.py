@@ -21,6 +21,7 @@ MLTP = REPO / ".venv" / "bin" / "mltp"
 TOOLS = REPO / ".mltp" / "bench-tools"
 AWS_CLI = TOOLS / "bin" / "aws"
 SPAWN = Path(__file__).with_name("spawn.py")
+RETRYABLE_LOGGED = "Encountered retryable exception in request"  # prefect.server.api.server, before a 503
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Setup:
+    """A sandbox's Prefect server database and worker count, as `mltp sandbox up` takes them."""
+
+    label: str
+    database: str
+    workers: int
+
+
+# What the suites compare: the baseline, then the production shape (issue 23).
+SETUPS = (Setup("SQLite, 1 worker", "sqlite", 1), Setup("PostgreSQL, 2 workers", "postgres", 2))
+
+
 @contextmanager
-def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
+def sandbox(database: str | None = None, workers: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
     """`mltp sandbox up` on free ports in a temporary MLTP_HOME; always `down` again. Yields the AWS
-    endpoint and an environment with fake credentials and no user AWS configuration."""
+    endpoint and an environment with fake credentials and no user AWS configuration. `database` and
+    `workers` are `up`'s --database and --workers; without them `up` decides (and MLTP_SANDBOX_DATABASE,
+    MLTP_SANDBOX_WORKERS where the caller set them)."""
     with tempfile.TemporaryDirectory(prefix="mltp-bench-") as home:
         # Open to other users as a project folder is, so that for root too `auto` can run the sandbox's
         # PostgreSQL (as the postgres user): the database a user's sandbox gets where PostgreSQL is installed.
         os.chmod(home, 0o755)
+        log_retryable_errors(Path(home))
         env = {
             **os.environ,
             "MLTP_HOME": home,
@@ -58,6 +75,8 @@ def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
         env.pop("AWS_SESSION_TOKEN", None)
         up = [MLTP, "sandbox", "up", "--aws-port", str(free_port()), "--prefect-port", str(free_port())]
         up += ["--fleet-port", str(free_port())]
+        up += ["--database", database] if database else []
+        up += ["--workers", str(workers)] if workers else []
         try:
             status = json.loads(
                 subprocess.run([*up, "--json"], env=env, check=True, capture_output=True).stdout
@@ -65,6 +84,22 @@ def sandbox() -> Iterator[tuple[str, dict[str, str]]]:
             yield status["aws_endpoint_url"], env
         finally:
             subprocess.run([MLTP, "sandbox", "down"], env=env, capture_output=True)
+
+
+def log_retryable_errors(home: Path) -> None:
+    """Have the sandbox's Prefect server log each 503 it answers (a retryable database error), which it
+    does not by default. `up` passes no PREFECT_* variable on to the server, but the server reads the
+    active profile in its PREFECT_HOME, `.mltp/prefect/`."""
+    profiles = home / "prefect" / "profiles.toml"
+    profiles.parent.mkdir()
+    profiles.write_text('active = "bench"\n[profiles.bench]\nPREFECT_SERVER_LOG_RETRYABLE_ERRORS = "true"\n')
+
+
+def server_503s(home: Path) -> int:
+    """The 503 answers the Prefect server of the sandbox at `home` has logged so far (see
+    `log_retryable_errors`)."""
+    log = home / "logs" / "prefect.log"
+    return log.read_text(errors="replace").count(RETRYABLE_LOGGED) if log.exists() else 0
 
 
 def ensure_aws_cli() -> str:

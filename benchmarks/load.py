@@ -10,6 +10,12 @@ promises a burst must keep were broken: every run COMPLETED or FAILED with a rea
 RUNNING than the deployment's concurrency limit; versions exactly 1..k for the k runs that completed,
 none incomplete, each from a distinct one of the runs; every completed run's instance launched and none
 left running.
+
+The suite measures that on the default sandbox (a burst of PIPELINES next to one pipeline alone), then
+compares the Prefect server's databases: a sandbox on SQLite with one worker (the baseline) and one on
+PostgreSQL with two, each running a burst of every count in MLTP_BENCH_LOAD_COUNTS (default "20,100",
+one after the other in the same sandbox, after a warm-up pipeline). The 503 answers are counted from the
+Prefect server's log (harness.server_503s).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 from prefect.settings import get_current_settings
 from sklearn.datasets import load_iris
 
-from benchmarks.harness import database_of, sandbox
-from benchmarks.report import Row, load_average, summary, table
+from benchmarks.harness import SETUPS, Setup, database_of, sandbox, server_503s
+from benchmarks.report import Row, load_average, p90, summary, table
 from benchmarks.results import Section, environment
 from benchmarks.training import sandbox_clients
 from mltp import registry
@@ -51,6 +58,7 @@ BURST_TARGET = 0.75  # the burst's wall time over the same pipelines' one after 
 BOUND_SLACK = 1.10  # where the machine's CPU rules the target out: the burst within 10% of that bound
 SLOTTED = frozenset({"PENDING", "RUNNING"})  # a run holds its concurrency slot from PENDING on
 SAMPLE_EVERY_S = 0.3
+COUNTS = tuple(int(count) for count in os.environ.get("MLTP_BENCH_LOAD_COUNTS", "20,100").split(","))
 PACKAGES = ("prefect", "boto3", "moto", "scikit-learn")
 
 
@@ -110,6 +118,8 @@ class Burst:
     launched: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
     cpu_s: float = 0.0  # CPU time the sandbox's processes used from the request to the last run's end
+    server_503s: int = 0  # answered by the Prefect server from the request to the last run's end
+    load: tuple[float, ...] = ()  # the machine's load average at the request
 
     @property
     def completed(self) -> list[Pipeline]:
@@ -118,6 +128,14 @@ class Burst:
     @property
     def wall_s(self) -> float:
         return max(pipeline.ended or time.time() for pipeline in self.pipelines) - self.requested_at
+
+    @property
+    def per_minute(self) -> float:
+        return 60 * len(self.completed) / self.wall_s
+
+    @property
+    def queue_waits_s(self) -> list[float]:
+        return _seconds([pipeline.queue_wait_s for pipeline in self.pipelines])
 
 
 def write_datasets(folder: Path, prefix: str, count: int) -> dict[str, Path]:
@@ -143,7 +161,7 @@ def parameters(source: Path, dataset: str, model: str) -> dict[str, Any]:
     }
 
 
-def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 900) -> Burst:
+def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 1800) -> Burst:
     """Start `count` pipelines at once, wait for all of them, and read what they left behind.
 
     Through Prefect's own client: it retries the 503 a SQLite-backed server answers when its database is
@@ -152,6 +170,7 @@ def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 900) 
     files = write_datasets(folder, prefix, count)
     with activated(target.prefect_api_url), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
+        load, logged_503s = os.getloadavg(), server_503s_of(target.home)
         requested_at, cpu_at_request = time.time(), sandbox_cpu_s(target.home)
         runs = start(client, deployment.id, files, prefix)
         most_running, most_slotted, samples = watch(client, list(runs), timeout_s)
@@ -165,6 +184,8 @@ def run_burst(target: Target, folder: Path, count: int, timeout_s: float = 900) 
             most_slotted=most_slotted,
             samples=samples,
             cpu_s=cpu_s,
+            server_503s=server_503s_of(target.home) - logged_503s,
+            load=load,
         )
         read_registry(target, client, burst)
     read_instances(target, prefix, burst)
@@ -186,6 +207,10 @@ def sandbox_cpu_s(home: Path | None) -> float:
                     times = process.cpu_times()
                     total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def server_503s_of(home: Path | None) -> int:
+    return server_503s(home) if home else 0
 
 
 def start(client, deployment_id: uuid.UUID, files: dict[str, Path], model: str) -> dict[uuid.UUID, str]:
@@ -420,7 +445,8 @@ def notes(alone: list[Burst], burst: Burst) -> list[str]:
         "",
         f"Runs RUNNING at once: at most {burst.most_running} ({burst.most_slotted} holding a slot, PENDING "
         f"included), sampled {burst.samples} times every {SAMPLE_EVERY_S} s; the deployment's limit is "
-        f"{burst.limit}.",
+        f"{burst.limit}. The Prefect server answered {burst.server_503s} requests with 503 during the burst "
+        "(its log).",
         "",
         slot_use(alone, burst),
         "",
@@ -487,9 +513,7 @@ def _slower(alone: list[Burst], burst: Burst) -> str:
     )
 
 
-def section(
-    alone: list[Burst], burst: Burst, total_s: float, loads: tuple[tuple[float, ...], ...], database: str
-) -> str:
+def section(alone: list[Burst], burst: Burst, loads: tuple[tuple[float, ...], ...], database: str) -> str:
     lines = [
         *environment(PACKAGES),
         f"- One private sandbox (`mltp sandbox up`: Prefect on {database}, its worker, the fleet running at "
@@ -505,10 +529,111 @@ def section(
         "",
         "Load average (1, 5, 15 min) before the first pipeline: "
         f"{load_average(loads[0])}; after the burst: {load_average(loads[1])}.",
-        "",
-        f"Whole suite (sandbox start and stop included): {total_s / 60:.1f} min.",
     ]
     return "\n".join(lines)
+
+
+# -- the databases compared -----------------------------------------------------------------------
+
+
+def compare(setup: Setup, scratch: Path) -> list[Burst]:
+    """In a sandbox of its own, a warm-up pipeline, then a burst of each of COUNTS, one after the other."""
+    _print(f"{setup.label}: starting a private sandbox ...")
+    with sandbox(setup.database, setup.workers) as (endpoint, env):
+        target = target_of(endpoint, env)
+        run_burst(target, scratch, 1)  # the warm-up: it publishes the trainer's wheel
+        bursts = []
+        for count in COUNTS:
+            burst = run_burst(target, scratch, count)
+            _print(f"{setup.label}, burst of {count}: {burst.wall_s:.1f} s, {burst.server_503s} 503 answers")
+            bursts.append(burst)
+    return bursts
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    shown: Callable[[Burst], str]
+    value: Callable[[Burst], float] | None = None  # for the ratio ours/baseline
+
+
+def _in_seconds(value: Callable[[Burst], float]) -> Callable[[Burst], str]:
+    return lambda burst: f"{value(burst):.1f} s"
+
+
+def _wall_s(burst: Burst) -> float:
+    return burst.wall_s
+
+
+def _per_minute(burst: Burst) -> float:
+    return burst.per_minute
+
+
+def _p50_queue_wait_s(burst: Burst) -> float:
+    return statistics.median(burst.queue_waits_s)
+
+
+def _p90_queue_wait_s(burst: Burst) -> float:
+    return p90(burst.queue_waits_s)
+
+
+FIGURES = (
+    Figure("wall time: first request to the last run's end", _in_seconds(_wall_s), _wall_s),
+    Figure("runs completed per minute", lambda burst: f"{burst.per_minute:.1f}", _per_minute),
+    Figure("runs completed", lambda burst: f"{len(burst.completed)} of {len(burst.pipelines)}"),
+    Figure("503 answers (counted in the Prefect server's log)", lambda burst: str(burst.server_503s)),
+    Figure("request to RUNNING, p50", _in_seconds(_p50_queue_wait_s), _p50_queue_wait_s),
+    Figure("request to RUNNING, p90", _in_seconds(_p90_queue_wait_s), _p90_queue_wait_s),
+    Figure("most RUNNING at once (the limit)", lambda burst: f"{burst.most_running} ({burst.limit})"),
+    Figure("promises of the burst (below)", lambda burst: "**broken**" if violations(burst) else "all held"),
+    Figure("load average (1, 5, 15 min) at the first request", lambda burst: load_average(burst.load)),
+)
+
+
+def comparison_table(compared: dict[Setup, list[Burst]]) -> str:
+    """A column per setup and count, the baseline (SQLite, 1 worker) first, each count's ratio beside."""
+    baseline, ours = SETUPS
+    columns = [f"{baseline.label}, {n} runs | {ours.label}, {n} runs | ratio ours/baseline" for n in COUNTS]
+    lines = [f"| figure | {' | '.join(columns)} |", "|---|" + "---|---|---|" * len(COUNTS)]
+    for figure in FIGURES:
+        cells = []
+        for base, our in zip(compared[baseline], compared[ours], strict=True):
+            ratio = f"{figure.value(our) / figure.value(base):.2f}x" if figure.value else ""
+            cells += [figure.shown(base), figure.shown(our), ratio]
+        lines.append(f"| {figure.label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def comparison(compared: dict[Setup, list[Burst]]) -> str:
+    broken = [
+        f"{setup.label}, burst of {len(burst.pipelines)}: {'; '.join(violations(burst))}"
+        for setup, bursts in compared.items()
+        for burst in bursts
+        if violations(burst)
+    ]
+    return "\n".join(
+        [
+            "### PostgreSQL with 2 workers vs SQLite with 1 worker",
+            "",
+            f"A private sandbox for each (`mltp sandbox up --database sqlite --workers 1`, and `--database "
+            f"postgres --workers 2`): a warm-up pipeline, then bursts of {' and '.join(map(str, COUNTS))} "
+            "pipelines as above, one after the other. Baseline: SQLite with 1 worker; ratios are PostgreSQL "
+            "with 2 workers over it, measured in the same run. 503 answers: the server's own count of the "
+            "retryable database errors it answered with 503 (its log, with "
+            "`PREFECT_SERVER_LOG_RETRYABLE_ERRORS` on), from every client: the worker(s), the flow runs, "
+            "the benchmark. Request to RUNNING: p50 and p90 over the burst's runs (interpolated).",
+            "",
+            comparison_table(compared),
+            "",
+            f"Promises of the bursts ({'; '.join(PROMISES)}): "
+            + ("**all held**." if not broken else "**broken**: " + " / ".join(broken)),
+        ]
+    )
+
+
+def target_of(endpoint: str, env: dict[str, str]) -> Target:
+    home = Path(env["MLTP_HOME"])
+    return Target(Sandbox(home).endpoints().prefect_api_url, sandbox_clients(endpoint), home=home)
 
 
 PROMISES = (
@@ -523,11 +648,16 @@ PROMISES = (
 def run() -> Section:
     started = time.monotonic()
     print("load: starting a private sandbox ...", file=sys.stderr, flush=True)
-    with sandbox() as (endpoint, env), tempfile.TemporaryDirectory(prefix="mltp-bench-load-") as scratch:
-        api_url = Sandbox(Path(env["MLTP_HOME"])).endpoints().prefect_api_url
-        target = Target(api_url, sandbox_clients(endpoint), home=Path(env["MLTP_HOME"]))
-        load_before = os.getloadavg()
-        alone, burst = measure(target, Path(scratch))
-        loads = (load_before, os.getloadavg())
-        database = database_of(env)
-    return Section("load", section(alone, burst, time.monotonic() - started, loads, database))
+    with tempfile.TemporaryDirectory(prefix="mltp-bench-load-") as scratch:
+        with sandbox() as (endpoint, env):
+            load_before = os.getloadavg()
+            alone, burst = measure(target_of(endpoint, env), Path(scratch))
+            loads = (load_before, os.getloadavg())
+            database = database_of(env)
+        compared = {setup: compare(setup, Path(scratch)) for setup in SETUPS}
+    body = [
+        section(alone, burst, loads, database),
+        comparison(compared),
+        f"Whole suite (sandbox starts and stops included): {(time.monotonic() - started) / 60:.1f} min.",
+    ]
+    return Section("load", "\n\n".join(body))

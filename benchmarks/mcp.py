@@ -27,7 +27,7 @@ from mcp.client.stdio import stdio_client
 from sklearn.datasets import load_iris
 
 from benchmarks.harness import MLTP, measure, sandbox
-from benchmarks.report import DASH, Row, load_average, summary, table
+from benchmarks.report import DASH, Row, load_average, p90, summary, table
 from benchmarks.results import Section, environment
 
 DATASET = MODEL = "iris"  # `mltp train` names the model after its dataset
@@ -110,10 +110,6 @@ class Results:
     calls_ms: dict[str, list[float]] = field(default_factory=lambda: {q.tool: [] for q in QUESTIONS})
     cli_s: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
     load_end: tuple[float, ...] = ()
-
-
-def p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
 def _print(line: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DASH = "\N{EN DASH}"
-DIGITS = {"s": 1, "ms": 1, "MB": 0}  # any other unit (a score, a count) is shown with SCORE_DIGITS
+DIGITS = {"s": 1, "ms": 1, "MB": 0, "calls": 1, "requests": 1}  # any other unit (a score) with SCORE_DIGITS
 SCORE_DIGITS = 4
 Verdict = Callable[[list[float], list[float]], bool]
 
@@ -28,6 +28,11 @@ def summary(values: list[float], unit: str, digits: int | None = None) -> str:
     if len(values) == 1:
         return f"{median} (1 run)"
     return f"{median} [{min(values):.{digits}f}{DASH}{max(values):.{digits}f}]"
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile, interpolated (the value itself for one)."""
+    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
 
 
 def load_average(values: tuple[float, ...]) -> str:

@@ -19,6 +19,7 @@ TITLES = {  # suite -> section heading, in file order
     "pipeline": "Pipeline overhead",
     "deployments": "Deployments: event-to-run and watcher latency",
     "load": "Load: pipelines started at once",
+    "watchers": "Watchers: files dropped under incoming/ at once",
     "mcp": "MCP server: start and read tools",
 }
 LEGACY_TITLE = "# Dataset ingestion benchmark"  # the file before it had sections: all of it was ingestion
@@ -28,8 +29,8 @@ PREAMBLE = "\n".join(
         "",
         "`make bench` (`python -m benchmarks`) runs every suite against a private sandbox and rewrites "
         "this file; `python -m benchmarks SUITE...` (ingest, trainer, monitor, pipeline, deployments, load, "
-        "mcp) reruns the named suites and keeps the other sections as they were, so each section says when "
-        "and where it was measured.",
+        "watchers, mcp) reruns the named suites and keeps the other sections as they were, so each section "
+        "says when and where it was measured.",
     ]
 )
 
