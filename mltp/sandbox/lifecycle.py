@@ -303,7 +303,7 @@ class Sandbox:
                 [
                     sys.executable,
                     "-m",
-                    "prefect",
+                    "mltp.sandbox.prefect_server",
                     "server",
                     "start",
                     "--host",
