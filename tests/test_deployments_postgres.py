@@ -40,6 +40,7 @@ from tests.test_ui_deployments import (  # noqa: F401
     browser,
     page,
     test_custom_run_form_trains_and_registers_a_model,
+    test_the_form_submitted_20_times_while_a_run_trains_never_fails,
 )
 
 pytestmark = pytest.mark.servers

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn, get_args
@@ -28,6 +27,8 @@ pytestmark = [pytest.mark.servers, pytest.mark.browser]
 FLAGS = [flag for flag in UI_FLAGS if not flag.startswith(("--headless", "--virtual-time-budget"))]
 DATASET = "ui-form-iris"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUNS_TAB = re.compile(r"/deployments/deployment/[0-9a-f-]{36}\?tab=Runs$")
+SUBMISSIONS = 20
 
 
 def missing(what: str, how: str) -> NoReturn:
@@ -61,7 +62,8 @@ def page(browser, tmp_path):
     context.close()
 
 
-def iris_csv(path: Path) -> Path:
+def species_csv(path: Path) -> Path:
+    """Iris with its label as the species' names, in column `species`."""
     from sklearn.datasets import load_iris
 
     iris = load_iris(as_frame=True)
@@ -111,55 +113,75 @@ def describe(answer) -> str:
     return f"{answer.status} {answer.request.method} {answer.url}: {answer.text()[:300]}"
 
 
+def server_errors(page) -> list[str]:
+    """The API's 5xx answers to the UI from now on, as they come."""
+    failed: list[str] = []
+    page.on("response", lambda answer: answer.status >= 500 and failed.append(describe(answer)))
+    return failed
+
+
 def worker_log(sandbox) -> str:
     return (sandbox.home / "logs" / "worker.log").read_text()[-4000:]
 
 
-def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -> None:
+def open_custom_run_form(page, sandbox) -> None:
+    """The deployment's page, "Run" -> "Custom run", as a user gets to the form."""
+    page.goto(f"{sandbox.status['prefect_ui_url']}/deployments")
+    page.locator("a[href*='/deployments/deployment/']", has_text="ingest-and-train").click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("link", name="Custom run").click()
+    wait_for_form(page)
+
+
+def wait_for_form(page) -> None:
+    """The form has loaded once the UI has drawn a run name."""
+    from playwright.sync_api import expect
+
+    expect(form_field(page, "Run Name").get_by_role("textbox")).not_to_have_value("")
+    expect(form_field(page, "source")).to_be_visible()
+
+
+def fill_pipeline(page, run_name: str, source: str, target: str, dataset_name: str) -> None:
+    """The run's name (ours, unique, finds the run afterwards) and the pipeline's required fields."""
+    form_field(page, "Run Name").get_by_role("textbox").fill(run_name)
+    form_field(page, "source").get_by_role("textbox").fill(source)
+    fill_optional_text(page, "target", target)
+    fill_optional_text(page, "dataset_name", dataset_name)
+
+
+def submitted(page) -> bool:
+    """Submit the form: accepted, the UI returns to the deployment's runs and toasts "<name> scheduled to
+    start now" (for 5 s, too short to count on on a busy machine: the tests find the run by its name)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    page.get_by_role("button", name="Submit").click()
+    try:
+        page.wait_for_url(RUNS_TAB, timeout=20_000)
+    except PlaywrightTimeoutError:
+        return False
+    return True
+
+
+def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -> None:
     from playwright.sync_api import expect
 
     from flows.parameters import Compute
     from mltp import registry
     from mltp.trainer.algorithms import ALGORITHMS
 
-    source = str(iris_csv(tmp_path / f"{DATASET}.csv"))
+    source = str(species_csv(tmp_path / f"{DATASET}.csv"))
     run_name = f"{DATASET}-{uuid.uuid4().hex[:8]}"
 
-    page.goto(f"{sandbox.status['prefect_ui_url']}/deployments")
-    page.locator("a[href*='/deployments/deployment/']", has_text="ingest-and-train").click()
-    page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_role("link", name="Custom run").click()
-
-    # The form has loaded once the UI has drawn a run name; ours, unique, finds the run afterwards.
-    name_input = form_field(page, "Run Name").get_by_role("textbox")
-    expect(name_input).not_to_have_value("")
-    expect(form_field(page, "source")).to_be_visible()
-    name_input.fill(run_name)
-    form_field(page, "source").get_by_role("textbox").fill(source)
-    fill_optional_text(page, "target", "species")
-    fill_optional_text(page, "dataset_name", DATASET)
+    open_custom_run_form(page, sandbox)
+    fill_pipeline(page, run_name, source, "species", DATASET)
     choose(page, "algorithm", "random_forest", "logistic_regression", offered=list(ALGORITHMS))
     choose(page, "compute", "auto", "lambda", offered=list(get_args(get_args(Compute)[0])))
     page.screenshot(path=tmp_path / "form.png")
     assert (tmp_path / "form.png").stat().st_size > 20_000
 
-    failed = []  # the API's 5xx answers to the UI, for the message if the form is not accepted
-    page.on("response", lambda answer: answer.status >= 500 and failed.append(describe(answer)))
-    # Accepted, the UI returns to the deployment and toasts "<name> scheduled to start now" with a link
-    # to the run; the toast lasts 5 s, too short to count on on a busy machine: find the run by its name.
-    # The sandbox's SQLite-backed server sometimes answers the form's create_flow_run with 503 ("database
-    # is locked"; nothing is created); Prefect's UI does not retry, so a user submits again, as does this.
-    for attempt in range(3):
-        page.get_by_role("button", name="Submit").click()
-        try:
-            page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]{36}\?tab=Runs$"), timeout=20_000)
-            break
-        except PlaywrightTimeoutError:
-            if not any(answer.startswith("503 POST") for answer in failed) or attempt == 2:
-                pytest.fail(f"the UI did not accept the form; the API answered it: {failed or 'no 5xx'}")
-    if failed:
-        warnings.warn(f"the form was submitted again after: {failed}", stacklevel=1)
+    failed = server_errors(page)
+    assert submitted(page), f"the UI did not accept the form; the API answered it: {failed or 'no 5xx'}"
+    assert failed == []
     deployment_id = page.url.split("/")[-1].split("?")[0]
     named = {"flow_runs": {"name": {"any_": [run_name]}}}
     created = wait_for(lambda: sandbox.api("/flow_runs/filter", named), timeout=30)
@@ -197,3 +219,65 @@ def test_custom_run_form_trains_and_registers_a_model(page, sandbox, tmp_path) -
     assert version.lineage["compute"]["backend"] == "lambda"
     assert (version.lineage["dataset"]["name"], version.lineage["dataset"]["rows"]) == (DATASET, 150)
     assert version.signature["target"]["name"] == "species"
+
+
+@pytest.mark.timeout(600)  # 20 times the form, and a training run in the background, on 2 busy cores
+def test_the_form_submitted_20_times_while_a_run_trains_never_fails(page, sandbox, iris_csv) -> None:
+    """A user (or a few) submitting the form again and again while a training run writes its states, logs
+    and metrics: every submission accepted at once, no 5xx answer to the UI, each run created once."""
+    from tests.test_deployments import cancel_and_check_instances_terminated, seed, start_slow_ec2_training
+
+    name = f"ui-busy-{uuid.uuid4().hex[:6]}"
+    seed(sandbox, iris_csv, name)
+    trainings: list[dict] = []
+
+    def training_under_way() -> None:
+        """Submit only while a training run is RUNNING: a new one when the last has ended."""
+        last = trainings and sandbox.api(f"/flow_runs/{trainings[-1]['id']}", method="GET")
+        if not last or last["state_type"] in FINAL:
+            trainings.append(start_slow_ec2_training(sandbox, name))
+        run_id = trainings[-1]["id"]
+        wait_for(lambda: sandbox.api(f"/flow_runs/{run_id}", method="GET")["state_type"] == "RUNNING", 120)
+
+    failed = server_errors(page)
+    open_custom_run_form(page, sandbox)
+    form_url = page.url
+    names, refused = [f"{name}-{number:02}" for number in range(SUBMISSIONS)], []
+    try:
+        for number, run_name in enumerate(names):
+            training_under_way()
+            if number:
+                page.goto(form_url)
+                wait_for_form(page)
+            fill_pipeline(page, run_name, str(iris_csv), "target", name)
+            if not submitted(page):
+                refused.append(run_name)
+        assert (refused, failed) == ([], [])
+        created = sandbox.api("/flow_runs/filter", {"flow_runs": {"name": {"any_": names}}})
+        assert sorted(run["name"] for run in created) == names
+    finally:
+        stop_runs_named(sandbox, names)
+        running = [
+            run
+            for run in trainings
+            if sandbox.api(f"/flow_runs/{run['id']}", method="GET")["state_type"] not in FINAL
+        ]
+        cancel_and_check_instances_terminated(sandbox, running)
+
+
+def stop_runs_named(sandbox, names: list[str]) -> None:
+    """Cancel the form's runs still waiting or running (the worker ends those it runs)."""
+    runs = sandbox.api("/flow_runs/filter", {"flow_runs": {"name": {"any_": names}}})
+    for run in runs:
+        if run["state_type"] not in FINAL:
+            cancelled = "CANCELLED" if run["state_type"] == "SCHEDULED" else "CANCELLING"
+            sandbox.api(f"/flow_runs/{run['id']}/set_state", {"state": {"type": cancelled}, "force": True})
+    ids = [run["id"] for run in runs]
+    wait_for(
+        lambda: all(
+            run["state_type"] in FINAL
+            for run in sandbox.api("/flow_runs/filter", {"flow_runs": {"id": {"any_": ids}}})
+        ),
+        timeout=120,
+        every=1,
+    )
