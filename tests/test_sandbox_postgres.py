@@ -1,7 +1,8 @@
 """The sandbox on its own PostgreSQL with two workers (`mltp sandbox up --database postgres --workers 2`),
 through the console script and real servers: a pipeline runs on it, each flow run is run by exactly one
 worker, a killed worker is restarted, `up` twice is harmless, a crashed PostgreSQL is restarted with
-the Prefect state intact, switching databases is refused, a taken port is one line, `down` leaves no
+the Prefect state intact, one crashed under a training run leaves no half-registered model and `up` brings
+the sandbox back, switching databases is refused, a taken port is one line, `down` leaves no
 process and no port; and the choice of database in-process (auto, the record, URLs, missing programs)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +25,25 @@ import psutil
 import pytest
 from sklearn.datasets import load_iris
 
+from mltp import registry
 from mltp.errors import ConfigError
 from mltp.sandbox import database as databases
 from mltp.sandbox import postgres
 from mltp.sandbox.database import Database
 from mltp.sandbox.process import port_is_free
-from tests.conftest import RunningSandbox, free_port, run_mltp, sandbox_up
-from tests.test_deployments import PREFECT, finished, model, prefect_env
+from tests.conftest import RunningSandbox, free_port, run_mltp, sandbox_up, wait_for
+from tests.test_deployments import (
+    LIVE,
+    PREFECT,
+    TERMINAL,
+    deployment,
+    finished,
+    instances_of,
+    model,
+    prefect_env,
+    seed,
+)
+from tests.test_train_on_aws import ec2_trainers
 
 pytestmark = pytest.mark.servers
 SUBMITTED = re.compile(r"Worker '[^']+' submitting flow run '([0-9a-f-]{36})'")
@@ -172,7 +186,9 @@ def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -
     sandbox, port = pg_sandbox
     completed = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 200}  # not overdue
     runs_before = {run["id"] for run in sandbox.api("/flow_runs/filter", completed)}  # ones, which up drops
-    os.kill(status(sandbox.home)["services"]["postgres"]["pid"], signal.SIGKILL)
+    services = status(sandbox.home)["services"]
+    kept = {name: services[name]["pid"] for name in ("prefect", "worker", "worker-2")}
+    os.kill(services["postgres"]["pid"], signal.SIGKILL)
     psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
     crashed = status(sandbox.home)
     assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
@@ -180,9 +196,66 @@ def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -
     assert result.returncode == 0, result.stderr
     restarted = json.loads(result.stdout)
     assert restarted["running"] is True and restarted["services"]["postgres"]["port"] == port
+    assert {name: restarted["services"][name]["pid"] for name in kept} == kept  # PostgreSQL alone restarted
     assert "removed a stale postgres pid file left by a crashed sandbox" in restarted["notes"]
     runs_after = {run["id"] for run in sandbox.api("/flow_runs/filter", completed)}
     assert runs_before and runs_before <= runs_after  # the runs survived in the cluster
+
+
+def start_training(sandbox: RunningSandbox, dataset: str, **parameters) -> str:
+    """A run of train-on-new-dataset, as the event or the UI starts one; its flow run id."""
+    flow_runs = f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run"
+    return sandbox.api(flow_runs, {"parameters": {"dataset": dataset, **parameters}})["id"]
+
+
+def final_state(sandbox: RunningSandbox, run_id: str, timeout: float) -> dict:
+    """The run once it reached a final state (fails if it has not within `timeout` seconds)."""
+    return wait_for(
+        lambda: (run := sandbox.api(f"/flow_runs/{run_id}", method="GET"))["state_type"] in TERMINAL and run,
+        timeout=timeout,
+        every=1,
+    )
+
+
+@pytest.mark.timeout(900)  # a minute of training and `up` after a crash: minutes on a loaded machine
+def test_postgres_crashed_under_a_training_run_then_up_brings_the_sandbox_back(pg_sandbox, tmp_path) -> None:
+    sandbox, _ = pg_sandbox
+    name = f"pg-crash-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "iris.csv"
+    load_iris(as_frame=True).frame.to_csv(path, index=False)
+    seed(sandbox, path, name)
+    # A minute of trees: the job outlasts the outage, so a run that survives it has nothing to retry.
+    run_id = start_training(sandbox, name, compute="ec2", hyperparameters={"n_estimators": 8000})
+    instance = wait_for(lambda: instances_of(sandbox, run_id, LIVE), timeout=180)[0]
+    wait_for(lambda: instance in ec2_trainers(sandbox), timeout=120)  # the flow is monitoring its job
+
+    services = status(sandbox.home)["services"]
+    kept = {name: services[name]["pid"] for name in ("prefect", "worker", "worker-2")}
+    os.kill(services["postgres"]["pid"], signal.SIGKILL)
+    psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
+    crashed = status(sandbox.home)
+    assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
+    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home), timeout=600)
+    assert result.returncode == 0, result.stderr
+    restarted = json.loads(result.stdout)
+    assert restarted["running"] is True, restarted["services"]
+    assert all(service["healthy"] for service in restarted["services"].values()), restarted["services"]
+    # only PostgreSQL started again: the Prefect server reconnected, the workers kept their runs
+    assert {name: restarted["services"][name]["pid"] for name in kept} == kept
+
+    wait_for(
+        lambda: not instances_of(sandbox, run_id, LIVE), timeout=300
+    )  # its job ended, one way or another
+    ended = final_state(sandbox, run_id, timeout=60)  # not left RUNNING with its process gone
+    assert ended["state_type"] == "COMPLETED" or ended["state"]["message"], ended["state"]
+    claimed, complete = registry.version_numbers(sandbox.s3(), sandbox.status["buckets"]["models"], name)
+    assert claimed == complete  # a version is all there or absent
+    if ended["state_type"] == "COMPLETED":
+        assert model(sandbox, name)["lineage"]["flow_run_id"] == run_id
+
+    fresh = start_training(sandbox, name, compute="lambda")
+    finished(sandbox, fresh)
+    assert model(sandbox, name)["lineage"]["flow_run_id"] == fresh
 
 
 def test_down_leaves_no_process_and_no_port(pg_sandbox) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ DEFAULT_PREFECT_PORT = 4250
 DEFAULT_FLEET_PORT = 5056
 DEFAULT_MAX_TRAINERS = 4
 MAX_WORKERS = 8
+PREFECT_RECONNECT_S = 30  # a Prefect server whose database came back answers again within this
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 # moto accepts any key pair; fixed fake keys keep every process of the sandbox in one moto account.
@@ -237,6 +239,14 @@ class Sandbox:
             )
         )
         notes += ["the sandbox was already running"] if current.running else []
+        if (
+            known
+            and self.postgres in services
+            and "postgres" not in healthy
+            and self.prefect.state() == "running"
+        ):
+            notes += self._restore_database(known)
+            healthy = {name for name, service in self.status().services.items() if service.healthy}
         if "moto" not in healthy and "fleet" in healthy:  # its instances and functions lived in that moto
             healthy.discard("fleet")
             self.fleet.stop()
@@ -264,6 +274,23 @@ class Sandbox:
             raise
         databases.record(self.home, chosen)
         return self.status(), notes
+
+    def _restore_database(self, endpoints: Endpoints) -> list[str]:
+        """The sandbox's PostgreSQL died under a running Prefect server: start it first. The server
+        reconnects by itself, so it and the workers, with the flow runs they hold, are kept; restarting
+        them would kill those runs while no database could record it (they would stay RUNNING)."""
+        notes = self._clear([self.postgres])
+        port, what, flag = self._port_of(self.postgres, endpoints)
+        require_free_port(port, what=what, flag=flag)
+        try:
+            self._start_postgres(port)
+        except BaseException:
+            self.postgres.stop()
+            raise
+        deadline = time.monotonic() + PREFECT_RECONNECT_S
+        while not self._answers(self.prefect, endpoints) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return notes
 
     def _port_of(self, process: ManagedProcess, endpoints: Endpoints) -> tuple[int, str, str]:
         if process is self.moto:

@@ -13,8 +13,11 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from mltp.errors import SandboxError
 
@@ -120,8 +123,10 @@ class Cluster:
         return (self.data / "PG_VERSION").is_file()
 
     def initialize(self, log: Path) -> None:
-        """`initdb` once; a folder left by an `initdb` that was interrupted is made again."""
+        """`initdb` once; a folder left by an `initdb` that was interrupted is made again. A crashed
+        server is waited for until its process is reaped."""
         if self.exists():
+            self._wait_for_crashed_server()
             return
         shutil.rmtree(self.data, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +138,17 @@ class Cluster:
         except SandboxError:
             shutil.rmtree(self.data, ignore_errors=True)
             raise
+
+    def _wait_for_crashed_server(self, timeout: float = 10.0) -> None:
+        """A server killed a moment ago (`up` restarts PostgreSQL first, at once) may still exist, as a
+        zombie: a new server would take the pid file it left for a running server's and exit."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def server_argv(self, port: int) -> list[str]:
         return [
