@@ -1,6 +1,8 @@
-"""The sandbox's Prefect server begins its SQLite transactions IMMEDIATE (mltp/sandbox/prefect_server.py):
+"""The sandbox's Prefect server (mltp/sandbox/prefect_server.py) begins its SQLite transactions IMMEDIATE:
 while one is open, another connection cannot begin a write, where Prefect's own DEFERRED begin would let
-it write first and leave the open transaction to fail with "database is locked" at its first write."""
+it write first and leave the open transaction to fail with "database is locked" at its first write. And
+it answers 503 (retried by clients) when its database cannot be reached; tests/test_sandbox_postgres.py
+sees that on a crashed PostgreSQL."""
 
 from __future__ import annotations
 
@@ -66,6 +68,21 @@ def test_the_sandbox_s_server_holds_the_write_lock_from_the_start(database, monk
     begun = AioSqliteConfiguration.begin_transaction
     prefect_server.begin_writes_immediately()  # twice: still one wrapper
     assert AioSqliteConfiguration.begin_transaction is begun
+
+
+def test_an_unreachable_database_is_retryable_and_other_errors_stay_as_they_were(monkeypatch) -> None:
+    from prefect.server.api import server
+
+    monkeypatch.setattr(server, "is_client_retryable_exception", server.is_client_retryable_exception)
+    assert not server.is_client_retryable_exception(ConnectionRefusedError(111, "Connect call failed"))
+    prefect_server.retry_while_the_database_is_away()
+    prefect_server.retry_while_the_database_is_away()  # twice: one wrapper
+    retryable = server.is_client_retryable_exception
+    assert retryable(ConnectionRefusedError(111, "Connect call failed"))
+    assert retryable(ConnectionResetError())
+    assert not retryable(ValueError("a bad parameter"))
+    prefect_server.retry_while_the_database_is_away()
+    assert server.is_client_retryable_exception is retryable
 
 
 def test_the_module_runs_prefect_s_own_command_line() -> None:

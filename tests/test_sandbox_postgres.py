@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from sklearn.datasets import load_iris
@@ -192,6 +193,8 @@ def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -
     psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
     crashed = status(sandbox.home)
     assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
+    # meanwhile the API answers 503, which Prefect's clients retry, not 500 (mltp/sandbox/prefect_server.py)
+    assert httpx.post(f"{sandbox.prefect_api_url}/flow_runs/filter", json={}, timeout=30).status_code == 503
     result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home))
     assert result.returncode == 0, result.stderr
     restarted = json.loads(result.stdout)

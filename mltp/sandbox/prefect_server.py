@@ -1,13 +1,18 @@
-"""The sandbox's Prefect server, with its SQLite write transactions begun IMMEDIATE.
+"""The sandbox's Prefect server: `prefect server start` with two changes to how it meets its database.
 
-On SQLite, Prefect begins its write transactions DEFERRED: the write lock is taken at the first write.
-A transaction that read first, while another connection wrote and committed meanwhile, cannot take it
-(its snapshot is stale), so SQLite answers SQLITE_BUSY at once, without waiting out the busy timeout, and
-the API answers 503 "database is locked". Prefect's clients retry that after seconds; the UI does not, so
-a form submitted during a training run failed now and then. BEGIN IMMEDIATE takes the write lock up front,
-where the busy timeout (60 s) makes writers wait their turn instead: SQLite lets one write at a time
-either way. PostgreSQL is untouched. Run as `python -m mltp.sandbox.prefect_server` with
-`prefect server start`'s arguments.
+Its SQLite write transactions begin IMMEDIATE. On SQLite, Prefect begins its write transactions
+DEFERRED: the write lock is taken at the first write. A transaction that read first, while another
+connection wrote and committed meanwhile, cannot take it (its snapshot is stale), so SQLite answers
+SQLITE_BUSY at once, without waiting out the busy timeout, and the API answers 503 "database is locked".
+Prefect's clients retry that after seconds; the UI does not, so a form submitted during a training run
+failed now and then. BEGIN IMMEDIATE takes the write lock up front, where the busy timeout (60 s) makes
+writers wait their turn instead: SQLite lets one write at a time either way.
+
+A request that cannot reach the database (the sandbox's PostgreSQL crashed, and `up` starts it again in
+seconds) is answered 503, which Prefect's clients retry for about a minute, instead of 500, which they
+do not: a flow run then rides out the restart instead of failing on its next call.
+
+Run as `python -m mltp.sandbox.prefect_server` with `prefect server start`'s arguments.
 """
 
 from __future__ import annotations
@@ -34,10 +39,27 @@ def begin_writes_immediately() -> None:
     AioSqliteConfiguration.begin_transaction = begin_immediately
 
 
+def retry_while_the_database_is_away() -> None:
+    """Count a refused or dropped database connection among the errors the API answers with 503
+    (idempotent)."""
+    from prefect.server.api import server
+
+    is_retryable = server.is_client_retryable_exception
+    if getattr(is_retryable, "database_away", False):
+        return
+
+    def retryable(exc: Exception) -> bool:
+        return isinstance(exc, ConnectionError) or is_retryable(exc)
+
+    retryable.database_away = True
+    server.is_client_retryable_exception = retryable
+
+
 def main() -> None:
     from prefect.cli import app
 
     begin_writes_immediately()
+    retry_while_the_database_is_away()
     app()
 
 
