@@ -295,10 +295,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _FORKED_CLI.stop()
 
 
-# The slowest files (measured on 2 cores: from 40 s to 4.5 min each), started first so that the workers,
+# The slowest files (measured on 2 cores: from 40 s to 5.5 min each), started first so that the workers,
 # which take whole files, end close together instead of one running the last slow file alone.
 SLOWEST_FILES = (
+    "test_deployments_postgres.py",
     "test_deployments.py",
+    "test_ui_deployments.py",
+    "test_sandbox_postgres.py",
     "test_train_on_aws.py",
     "test_bad_input.py",
     "test_sandbox_lifecycle.py",
