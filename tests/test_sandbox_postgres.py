@@ -183,23 +183,32 @@ def test_another_database_for_the_same_sandbox_is_refused(pg_sandbox) -> None:
     assert status(sandbox.home)["running"] is True
 
 
-def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -> None:
-    sandbox, port = pg_sandbox
-    completed = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 200}  # not overdue
-    runs_before = {run["id"] for run in sandbox.api("/flow_runs/filter", completed)}  # ones, which up drops
+def crash_postgres_then_up(sandbox: RunningSandbox) -> dict:
+    """kill -9 the sandbox's PostgreSQL, then `mltp sandbox up`: its answer. Meanwhile the API answers 503,
+    which Prefect's clients retry, not 500 (mltp/sandbox/prefect_server.py); `up` starts PostgreSQL alone
+    again: the Prefect server reconnects and the workers keep their runs."""
     services = status(sandbox.home)["services"]
     kept = {name: services[name]["pid"] for name in ("prefect", "worker", "worker-2")}
     os.kill(services["postgres"]["pid"], signal.SIGKILL)
     psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
     crashed = status(sandbox.home)
     assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
-    # meanwhile the API answers 503, which Prefect's clients retry, not 500 (mltp/sandbox/prefect_server.py)
     assert httpx.post(f"{sandbox.prefect_api_url}/flow_runs/filter", json={}, timeout=30).status_code == 503
-    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home))
+    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home), timeout=600)
     assert result.returncode == 0, result.stderr
     restarted = json.loads(result.stdout)
-    assert restarted["running"] is True and restarted["services"]["postgres"]["port"] == port
-    assert {name: restarted["services"][name]["pid"] for name in kept} == kept  # PostgreSQL alone restarted
+    assert restarted["running"] is True, restarted["services"]
+    assert all(service["healthy"] for service in restarted["services"].values()), restarted["services"]
+    assert {name: restarted["services"][name]["pid"] for name in kept} == kept
+    return restarted
+
+
+def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -> None:
+    sandbox, port = pg_sandbox
+    completed = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 200}  # not overdue
+    runs_before = {run["id"] for run in sandbox.api("/flow_runs/filter", completed)}  # ones, which up drops
+    restarted = crash_postgres_then_up(sandbox)
+    assert restarted["services"]["postgres"]["port"] == port
     assert "removed a stale postgres pid file left by a crashed sandbox" in restarted["notes"]
     runs_after = {run["id"] for run in sandbox.api("/flow_runs/filter", completed)}
     assert runs_before and runs_before <= runs_after  # the runs survived in the cluster
@@ -232,23 +241,9 @@ def test_postgres_crashed_under_a_training_run_then_up_brings_the_sandbox_back(p
     instance = wait_for(lambda: instances_of(sandbox, run_id, LIVE), timeout=180)[0]
     wait_for(lambda: instance in ec2_trainers(sandbox), timeout=120)  # the flow is monitoring its job
 
-    services = status(sandbox.home)["services"]
-    kept = {name: services[name]["pid"] for name in ("prefect", "worker", "worker-2")}
-    os.kill(services["postgres"]["pid"], signal.SIGKILL)
-    psutil.wait_procs(cluster_processes(sandbox.home), timeout=30)
-    crashed = status(sandbox.home)
-    assert crashed["running"] is False and crashed["services"]["postgres"]["state"] == "stale"
-    result = run_mltp("sandbox", "up", "--json", env=env_of(sandbox.home), timeout=600)
-    assert result.returncode == 0, result.stderr
-    restarted = json.loads(result.stdout)
-    assert restarted["running"] is True, restarted["services"]
-    assert all(service["healthy"] for service in restarted["services"].values()), restarted["services"]
-    # only PostgreSQL started again: the Prefect server reconnected, the workers kept their runs
-    assert {name: restarted["services"][name]["pid"] for name in kept} == kept
+    crash_postgres_then_up(sandbox)
 
-    wait_for(
-        lambda: not instances_of(sandbox, run_id, LIVE), timeout=300
-    )  # its job ended, one way or another
+    wait_for(lambda: not instances_of(sandbox, run_id, LIVE), timeout=300)  # its job ended, either way
     ended = final_state(sandbox, run_id, timeout=60)  # not left RUNNING with its process gone
     assert ended["state_type"] == "COMPLETED" or ended["state"]["message"], ended["state"]
     claimed, complete = registry.version_numbers(sandbox.s3(), sandbox.status["buckets"]["models"], name)
