@@ -54,14 +54,19 @@ def flow_runs_named(sandbox, flow_name: str) -> list[dict]:
     return sandbox.api("/flow_runs/filter", body)
 
 
-def finished(sandbox, run_id: str, timeout: float = 240) -> dict:
-    run = wait_for(
+def final_state(sandbox, run_id: str, timeout: float = 240) -> dict:
+    """The run once it reached a final state (fails if it has not within `timeout` seconds)."""
+    return wait_for(
         lambda: (
             (found := sandbox.api(f"/flow_runs/{run_id}", method="GET"))["state_type"] in TERMINAL and found
         ),
         timeout=timeout,
         every=0.5,
     )
+
+
+def finished(sandbox, run_id: str, timeout: float = 240) -> dict:
+    run = final_state(sandbox, run_id, timeout)
     log = (sandbox.home / "logs" / "worker.log").read_text()[-3000:]
     assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state']['message']}\n{log}"
     return run
@@ -438,19 +443,21 @@ def test_a_manual_run_with_a_bad_parameter_is_refused_before_it_runs(sandbox) ->
     assert created == []
 
 
+def start_training(sandbox, dataset: str, **parameters) -> dict:
+    """A run of `train-on-new-dataset`, as the event or the UI starts one."""
+    flow_runs = f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run"
+    return sandbox.api(flow_runs, {"parameters": {"dataset": dataset, **parameters}})
+
+
 def start_slow_ec2_training(sandbox, dataset: str) -> dict:
     """A `train-on-new-dataset` run of minutes of EC2 time (seconds per candidate, many candidates)."""
-    return sandbox.api(
-        f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run",
-        {
-            "parameters": {
-                "dataset": dataset,
-                "compute": "ec2",
-                "hyperparameters": {"n_estimators": 4000},
-                "grid": {"max_depth": list(range(2, 30))},
-                "register_best": False,
-            }
-        },
+    return start_training(
+        sandbox,
+        dataset,
+        compute="ec2",
+        hyperparameters={"n_estimators": 4000},
+        grid={"max_depth": list(range(2, 30))},
+        register_best=False,
     )
 
 

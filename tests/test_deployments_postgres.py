@@ -21,10 +21,11 @@ import psutil
 import pytest
 
 from mltp.sandbox import postgres
-from tests.conftest import RunningSandbox, run_mltp, wait_for
+from tests.conftest import RunningSandbox, free_port, run_mltp, wait_for
 from tests.test_deployments import (  # noqa: F401 (fixtures and tests collected again in this module)
     cancel_and_check_instances_terminated,
     deployment,
+    final_state,
     finished,
     ingests_of,
     seed,
@@ -55,7 +56,7 @@ def sandbox() -> Iterator[RunningSandbox]:
         if os.environ.get("CI"):
             pytest.fail(f"{reason} (.ci/run's machine has PostgreSQL)")
         pytest.skip(reason)
-    result = up(home, "--database", "postgres", "--workers", "2")
+    result = up(home, "--database", "postgres", "--postgres-port", str(free_port()), "--workers", "2")
     assert result.returncode == 0, result.stderr
     running = RunningSandbox(home, json.loads(result.stdout))
     running.stop_polling_incoming()
@@ -166,11 +167,7 @@ def test_a_worker_killed_mid_run_leaves_its_run_crashed_with_instances_terminate
     family = worker.children(recursive=True)  # its fork server, the run's launcher and engine
     worker.kill()  # kill -9: the machine's worker dies, no hook of its own runs
 
-    def final() -> dict | None:
-        found = sandbox.api(f"/flow_runs/{run['id']}", method="GET")
-        return found if found["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
-
-    crashed = wait_for(final, timeout=60, every=0.5)
+    crashed = final_state(sandbox, run["id"], timeout=60)
     assert crashed["state_type"] == "CRASHED" and crashed["state"]["message"], crashed["state"]
     wait_for(lambda: not instances_of(sandbox, run["id"], LIVE), timeout=60)  # the run's crash hook
     assert set(launched) <= set(instances_of(sandbox, run["id"], ["shutting-down", "terminated"]))

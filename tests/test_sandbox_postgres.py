@@ -36,13 +36,13 @@ from tests.conftest import RunningSandbox, free_port, run_mltp, sandbox_up, wait
 from tests.test_deployments import (
     LIVE,
     PREFECT,
-    TERMINAL,
-    deployment,
+    final_state,
     finished,
     instances_of,
     model,
     prefect_env,
     seed,
+    start_training,
 )
 from tests.test_train_on_aws import ec2_trainers
 
@@ -214,21 +214,6 @@ def test_a_crashed_postgres_is_restarted_by_up_with_the_state_kept(pg_sandbox) -
     assert runs_before and runs_before <= runs_after  # the runs survived in the cluster
 
 
-def start_training(sandbox: RunningSandbox, dataset: str, **parameters) -> str:
-    """A run of train-on-new-dataset, as the event or the UI starts one; its flow run id."""
-    flow_runs = f"/deployments/{deployment(sandbox, 'train-on-new-dataset')['id']}/create_flow_run"
-    return sandbox.api(flow_runs, {"parameters": {"dataset": dataset, **parameters}})["id"]
-
-
-def final_state(sandbox: RunningSandbox, run_id: str, timeout: float) -> dict:
-    """The run once it reached a final state (fails if it has not within `timeout` seconds)."""
-    return wait_for(
-        lambda: (run := sandbox.api(f"/flow_runs/{run_id}", method="GET"))["state_type"] in TERMINAL and run,
-        timeout=timeout,
-        every=1,
-    )
-
-
 @pytest.mark.timeout(900)  # a minute of training and `up` after a crash: minutes on a loaded machine
 def test_postgres_crashed_under_a_training_run_then_up_brings_the_sandbox_back(pg_sandbox, tmp_path) -> None:
     sandbox, _ = pg_sandbox
@@ -237,7 +222,7 @@ def test_postgres_crashed_under_a_training_run_then_up_brings_the_sandbox_back(p
     load_iris(as_frame=True).frame.to_csv(path, index=False)
     seed(sandbox, path, name)
     # A minute of trees: the job outlasts the outage, so a run that survives it has nothing to retry.
-    run_id = start_training(sandbox, name, compute="ec2", hyperparameters={"n_estimators": 8000})
+    run_id = start_training(sandbox, name, compute="ec2", hyperparameters={"n_estimators": 8000})["id"]
     instance = wait_for(lambda: instances_of(sandbox, run_id, LIVE), timeout=180)[0]
     wait_for(lambda: instance in ec2_trainers(sandbox), timeout=120)  # the flow is monitoring its job
 
@@ -251,7 +236,7 @@ def test_postgres_crashed_under_a_training_run_then_up_brings_the_sandbox_back(p
     if ended["state_type"] == "COMPLETED":
         assert model(sandbox, name)["lineage"]["flow_run_id"] == run_id
 
-    fresh = start_training(sandbox, name, compute="lambda")
+    fresh = start_training(sandbox, name, compute="lambda")["id"]
     finished(sandbox, fresh)
     assert model(sandbox, name)["lineage"]["flow_run_id"] == fresh
 
@@ -269,7 +254,7 @@ def test_down_leaves_no_process_and_no_port(pg_sandbox) -> None:
     assert "stopped the worker-2 server" in result.stdout
     assert port_is_free(port) and not (sandbox.home / "run" / "postgres.pid").exists()
     assert (sandbox.home / "postgres" / "data" / "PG_VERSION").exists()  # the state stays for the next up
-    result = up(sandbox.home)  # back for the module's teardown: auto keeps PostgreSQL
+    result = up(sandbox.home, "--postgres-port", str(port))  # back for the teardown: auto keeps PostgreSQL
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["database"]["kind"] == "postgres"
 
