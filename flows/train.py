@@ -52,6 +52,7 @@ from mltp.aws import error_code
 from mltp.compute.base import CapacityError, JobLaunch
 from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import BucketError, MltpError
+from mltp.evaluation_plots import markdown_section
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import (
@@ -81,6 +82,7 @@ from tasks.training import (
     poll_jobs,
     prepare_training,
     publish_trainer,
+    read_evaluation,
     read_summary,
     record_run,
     store_run_report,
@@ -192,12 +194,14 @@ def train_model(
                 terminate_compute(backend, live)
         best = best_shard(shards, shards[0].spec.primary_metric)
         report = _report(prepared, watch, best, name, time.monotonic() - started)
+        evaluation = None
         if best is not None:
             report["summary"] = read_summary(blocks, best)
-        _publish_report(report)
+            evaluation = read_evaluation(blocks, shards, best)
+        _publish_report(report, evaluation)
         report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
         if best is not None and register_best:
-            report.update(_register(blocks, name, report, gate, promote, str(flow_run.id)))
+            report.update(_register(blocks, name, report, gate, promote, str(flow_run.id), evaluation))
         store_run_report(blocks, prepared.run_id, report)
     if best is None:
         failed = next(shard for shard in shards if shard.outcome == "failed")
@@ -424,7 +428,9 @@ class _Watch:
         )
 
 
-def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, flow_run_id: str) -> dict:
+def _register(
+    blocks, name: str, report: dict[str, Any], gate, promote: bool, flow_run_id: str, evaluation: dict | None
+) -> dict:
     """Register the best model if it passes the gate; with `promote`, move the champion when it is better."""
     logger = get_run_logger()
     if gate and not gate.passes(report["metrics"]):
@@ -432,7 +438,7 @@ def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, fl
         logger.warning("not registered: %s %s fails the quality gate %s", gate.metric, shown, gate)
         return {"registered": False}
     champion = current_champion(blocks, name)
-    version = register_model(blocks, name, report, flow_run_id, flow_run_url(flow_run_id))
+    version = register_model(blocks, name, report, flow_run_id, flow_run_url(flow_run_id), evaluation)
     promotion = None
     if promote:
         try:
@@ -440,7 +446,7 @@ def _register(blocks, name: str, report: dict[str, Any], gate, promote: bool, fl
         except (AliasRaceError, RejectedVersionError) as error:  # moved or rejected meanwhile: theirs stands
             logger.warning("not promoted: %s", error)
             promotion = {"promoted": False, "reason": str(error)}
-    announce(version, champion, promotion)
+    announce(blocks, version, champion, promotion, evaluation)
     return {
         "registered": True,
         "version": version["version"],
@@ -484,7 +490,7 @@ def _report(
     }
 
 
-def _publish_report(report: dict[str, Any]) -> None:
+def _publish_report(report: dict[str, Any], evaluation: dict[str, Any] | None) -> None:
     plan = report["compute"]
     lines = [
         f"# Training {report['run_id']}: {report['status']}",
@@ -515,6 +521,8 @@ def _publish_report(report: dict[str, Any]) -> None:
             f"## Best: {best['metrics']} with {best['params']}",
             "",
             f"Model: `{best['model_uri']}`",
+            "",
+            *markdown_section(evaluation),
         ]
     key = re.sub(r"[^a-z0-9-]+", "-", f"training-{report['model']}".lower()).strip("-")
     create_markdown_artifact("\n".join(lines), key=key, description="Training run")

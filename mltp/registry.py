@@ -54,6 +54,9 @@ APPROVAL_STATES = ("PendingManualApproval", "Approved", "Rejected")
 # no '_', which Prefect artifact keys (`model-<name>`) do not allow.
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 VERSION_PARTS = ("claim.json", "model.skops", "approval.json")  # what version.json vouches for
+CHAMPION = "champion"  # the alias `--promote` moves to a better version
+HISTORY_VERSIONS = 30  # the latest versions a metric history shows (one GET each)
+EVALUATION = "evaluation.json"  # optional: versions registered before the trainer wrote it have none
 _CLAIM_ATTEMPTS = 64
 _CAS_ATTEMPTS = 30
 
@@ -383,8 +386,10 @@ def register_version(
     signature: dict,
     lineage: dict,
     actor: str,
+    evaluation: dict | None = None,
 ) -> ModelVersion:
-    """Store the trained model, once verified, as the next free version number of `name` and record it.
+    """Store the trained model, once verified, as the next free version number of `name` and record it,
+    with the trainer's evaluation data when there is one (plots and the model card read it).
     The name must hold the model's task (told by its primary metric) and target, or hold nothing yet."""
     validate_model_name(name)
     task = task_of(primary_metric)
@@ -406,6 +411,8 @@ def register_version(
     except BaseException:
         s3.delete_object(Bucket=bucket, Key=model_key)
         raise
+    if evaluation is not None:
+        put_json(s3, bucket, _version_key(name, version, EVALUATION), evaluation, create=True)
     created_at = _now()
     put_json(
         s3,
@@ -528,7 +535,7 @@ def _require_parts(s3, bucket: str, name: str, version: int) -> None:
         return
     claim_lost = "claim.json" in missing
     if claim_lost:
-        for part in sorted(present & {"model.skops", "approval.json"}):
+        for part in sorted(present & {"model.skops", "approval.json", EVALUATION}):
             s3.delete_object(Bucket=bucket, Key=prefix + part)
     left = "nothing was registered" if claim_lost else f"version {version} stays incomplete"
     raise RegistrationInterrupted(
@@ -582,17 +589,31 @@ def get_version(
     return _read_version(s3, bucket, name, version)
 
 
+def concerns(event: dict, version: int) -> bool:
+    """Whether an audit-log event is about `version` (an alias move from or to it counts)."""
+    if event["action"] == "alias":
+        return version in (event["from"], event["to"])
+    return event.get("version") == version
+
+
+def read_evaluation(s3, bucket: str, version: ModelVersion) -> dict | None:
+    """The trainer's evaluation data stored with the version; None for one registered without it."""
+    return read_json(s3, bucket, _version_key(version.name, version.version, EVALUATION))[0]
+
+
 def version_numbers(s3, bucket: str, name: str) -> tuple[set[int], set[int]]:
     """(claimed, complete) version numbers of the model; a claimed one that is not complete is a
     registration that never finished."""
     return _listing(s3, bucket, validate_model_name(name))
 
 
-def list_versions(s3, bucket: str, name: str) -> list[ModelVersion]:
+def list_versions(s3, bucket: str, name: str, last: int | None = None) -> list[ModelVersion]:
+    """Every complete version in order, or the `last` few."""
     complete = _listing(s3, bucket, name)[1]
     if not complete:
         raise _unknown_model(s3, bucket, name)
-    return [_read_version(s3, bucket, name, number) for number in sorted(complete)]
+    numbers = sorted(complete)[-last:] if last else sorted(complete)
+    return [_read_version(s3, bucket, name, number) for number in numbers]
 
 
 def list_models(s3, bucket: str) -> list[dict]:

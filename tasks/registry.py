@@ -14,11 +14,19 @@ from prefect.events import emit_event
 from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
 from mltp.dataset_catalog import split_s3_uri
+from mltp.evaluation_plots import Plot, history_plot, markdown_section
 from mltp.s3_json import finite, read_json
 from tasks.retries import AWS_RETRIES
 
 REGISTERED_EVENT = "mltp.model.registered"
-CHAMPION = "champion"
+
+
+def metric_history(blocks: PlatformBlocks, version: dict[str, Any]) -> Plot | None:
+    """The primary metric over the model's latest versions, the champion marked."""
+    s3, bucket = blocks.client("s3"), blocks.models.bucket_name
+    versions = registry.list_versions(s3, bucket, version["name"], last=registry.HISTORY_VERSIONS)
+    champion = registry.aliases(s3, bucket, version["name"]).get(registry.CHAMPION)
+    return history_plot([v.as_dict() for v in versions], version["primary_metric"], champion)
 
 
 def code_version() -> str:
@@ -46,7 +54,12 @@ def check_model_name(blocks: PlatformBlocks, name: str, task: str, target: str) 
 # No task retries: a retried registration whose first answer was lost would allocate a second version.
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model(
-    blocks: PlatformBlocks, name: str, report: dict[str, Any], flow_run_id: str, flow_run_url: str
+    blocks: PlatformBlocks,
+    name: str,
+    report: dict[str, Any],
+    flow_run_id: str,
+    flow_run_url: str,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     s3, bucket = blocks.client("s3"), blocks.models.bucket_name
     best = report["best"]
@@ -80,6 +93,7 @@ def register_model(
         signature=signature or {},
         lineage=lineage,
         actor=f"flow-run:{flow_run_id}",
+        evaluation=evaluation,
     )
     get_run_logger().info("registered %s version %d", name, version.version)
     return version.as_dict()
@@ -99,28 +113,33 @@ def promote_if_better(blocks: PlatformBlocks, version: dict[str, Any], flow_run_
         s3,
         bucket,
         name,
-        CHAMPION,
+        registry.CHAMPION,
         version["version"],
         actor=f"flow-run:{flow_run_id}",
         reason=reason,
         expected_version=champion["version"] if champion else None,
         require_expected=True,
     )
-    get_run_logger().info("promoted %s v%d to %s: %s", name, version["version"], CHAMPION, reason)
+    get_run_logger().info("promoted %s v%d to %s: %s", name, version["version"], registry.CHAMPION, reason)
     return {"promoted": True, "reason": reason, "champion": champion}
 
 
 def current_champion(blocks: PlatformBlocks, name: str) -> dict[str, Any] | None:
     s3, bucket = blocks.client("s3"), blocks.models.bucket_name
-    if CHAMPION not in registry.aliases(s3, bucket, name):
+    if registry.CHAMPION not in registry.aliases(s3, bucket, name):
         return None
-    return registry.get_version(s3, bucket, name, alias=CHAMPION).as_dict()
+    return registry.get_version(s3, bucket, name, alias=registry.CHAMPION).as_dict()
 
 
 def announce(
-    version: dict[str, Any], champion: dict[str, Any] | None, promotion: dict[str, Any] | None
+    blocks: PlatformBlocks,
+    version: dict[str, Any],
+    champion: dict[str, Any] | None,
+    promotion: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
 ) -> None:
-    """The `mltp.model.registered` event and the model's markdown artifact."""
+    """The `mltp.model.registered` event and the model's markdown artifact (its plots and the metric over
+    its versions, the champion marked)."""
     name = version["name"]
     emit_event(
         REGISTERED_EVENT,
@@ -168,6 +187,8 @@ def announce(
         f"- flow run [{lineage['flow_run_id']}]({lineage['flow_run_url']}), code {lineage['code_version']}",
         f"- {lineage['duration_s']:.0f} s, estimated ${lineage['cost_usd_estimate']:.4f}",
         f"- model `{version['model_uri']}` sha256 {version['sha256'][:12]}...",
+        "",
+        *markdown_section(evaluation, [plot for plot in [metric_history(blocks, version)] if plot]),
     ]
     create_markdown_artifact(
         "\n".join(lines), key=f"model-{name}", description=f"Model {name} v{version['version']}"

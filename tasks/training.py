@@ -242,3 +242,26 @@ def read_summary(blocks: PlatformBlocks, shard: Shard) -> dict[str, Any] | None:
     bucket, prefix = shard.spec.output_bucket_and_prefix
     summary, _ = read_json(blocks.client("s3"), bucket, f"{prefix}metrics.json")
     return summary
+
+
+@task(name="collect-evaluation", cache_policy=NO_CACHE, **AWS_RETRIES)
+def read_evaluation(blocks: PlatformBlocks, shards: list[Shard], best: Shard) -> dict[str, Any] | None:
+    """The best job's evaluation data, its grid candidates joined by every other succeeded job's (the grid
+    is split over jobs); None when the trainer wrote none."""
+    from mltp.s3_json import read_json
+
+    s3 = blocks.client("s3")
+    evaluations = {}
+    for shard in shards:
+        if shard.outcome == "succeeded":
+            bucket, prefix = shard.spec.output_bucket_and_prefix
+            evaluations[shard.number] = read_json(s3, bucket, f"{prefix}evaluation.json")[0]
+    evaluation = evaluations[best.number]
+    if evaluation is None or evaluation.get("error"):
+        return evaluation
+    candidates = [
+        candidate
+        for number in sorted(evaluations)
+        for candidate in (evaluations[number] or {}).get("candidates", [])
+    ]
+    return {**evaluation, "candidates": candidates}

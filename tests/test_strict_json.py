@@ -104,6 +104,7 @@ def test_the_registered_event_payload_is_strict(monkeypatch) -> None:
     sent, artifacts = [], []
     monkeypatch.setattr(registry_tasks, "emit_event", lambda event, **fields: sent.append(fields["payload"]))
     monkeypatch.setattr(registry_tasks, "create_markdown_artifact", lambda text, **_: artifacts.append(text))
+    monkeypatch.setattr(registry_tasks, "metric_history", lambda blocks, version: None)
     version = {
         "name": "auc",
         "version": 2,
@@ -126,7 +127,7 @@ def test_the_registered_event_payload_is_strict(monkeypatch) -> None:
         },
     }
     champion = {"version": 1, "metrics": {"accuracy": 0.8, "roc_auc": None}}
-    registry_tasks.announce(version, champion, None)
+    registry_tasks.announce(None, version, champion, None, None)
     assert strict(json.dumps(sent[0], allow_nan=False))["metrics"] == {"accuracy": 0.9, "roc_auc": None}
     assert "| roc_auc | n/a | n/a |" in artifacts[0] and "| accuracy | 0.9 | 0.8 |" in artifacts[0]
 
