@@ -1,6 +1,8 @@
-"""`mltp models list | show | promote | approve | reject`."""
+"""`mltp models list | show | report | promote | approve | reject`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -8,6 +10,8 @@ from rich.table import Table
 from mltp import registry
 from mltp.cli.context import prefect_connection
 from mltp.cli.output import console, emit_json
+from mltp.output_file import check_destination, write_output
+from mltp.s3_json import strict_dumps
 
 app = typer.Typer(help="Registered models: versions, aliases, approvals and their history.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -52,7 +56,7 @@ def show(
         found = registry.get_version(s3, bucket, name, version, alias)
         pointers = registry.aliases(s3, bucket, name)
         numbers = [v.version for v in registry.list_versions(s3, bucket, name)]
-        history = [e for e in registry.audit_log(s3, bucket, name) if _concerns(e, found.version)]
+        history = [e for e in registry.audit_log(s3, bucket, name) if registry.concerns(e, found.version)]
     if json:
         emit_json({**found.as_dict(), "aliases": pointers, "versions": numbers, "history": history})
         return
@@ -74,10 +78,42 @@ def show(
     console.print("versions: " + ", ".join(map(str, numbers)))
 
 
-def _concerns(event: dict, version: int) -> bool:
-    if event["action"] == "alias":
-        return version in (event["from"], event["to"])
-    return event.get("version") == version
+@app.command()
+def report(
+    reference: str = typer.Argument(..., help="NAME (the latest version), NAME:VERSION or NAME@ALIAS"),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Where to write the card [default: NAME-vVERSION.html, or stdout with --json].",
+    ),
+    json: bool = typer.Option(False, "--json", help="The card's content as JSON instead of HTML."),
+) -> None:
+    """A model card: one self-contained HTML page (plots embedded, opens offline) to share a version."""
+    from blocks.platform import load_blocks
+    from mltp.model_card import build_card
+    from mltp.model_card_html import render_card
+
+    registry.parse_model_ref(reference)  # a bad reference is refused before anything connects
+    if output is not None:
+        check_destination(output)
+    with prefect_connection():
+        blocks = load_blocks()
+        card = build_card(
+            blocks.client("s3"),
+            blocks.models.bucket_name,
+            blocks.client,
+            blocks.datasets.bucket_name,
+            reference,
+        )
+    if json and output is None:
+        emit_json(card)
+        return
+    destination = output or Path(f"{card['name']}-v{card['version']}.html")
+    text = strict_dumps(card, indent=2) + "\n" if json else render_card(card)
+    write_output(destination, lambda handle: handle.write(text))
+    plots = "" if json else f", {text.count('<img ')} plot(s)"
+    console.print(f"{card['name']}:{card['version']} card written to {destination}{plots}")
 
 
 @app.command()
