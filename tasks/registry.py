@@ -188,6 +188,8 @@ def announce(
         f"- {lineage['duration_s']:.0f} s, estimated ${lineage['cost_usd_estimate']:.4f}",
         f"- model `{version['model_uri']}` sha256 {version['sha256'][:12]}...",
         "",
+        f"To share it as one HTML page: `mltp models report {name}:{version['version']} -o {name}.html`",
+        "",
         *markdown_section(evaluation, [plot for plot in [metric_history(blocks, version)] if plot]),
     ]
     create_markdown_artifact(
