@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 
 import mcp_types
 import pandas as pd
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from sklearn import datasets as toy
 
 from blocks.platform import build_blocks
@@ -74,11 +76,16 @@ def platform(mock_clients, tmp_path, monkeypatch):
     written = {
         leaf: read_json(s3, MODELS, f"runs/{spec.job_id}/{leaf}.json")[0] for leaf in ("metrics", "signature")
     }
-    for metrics in (status["metrics"], {**status["metrics"], "roc_auc": math.nan}):
-        registry.register_version(
+    evaluation = read_json(s3, MODELS, f"runs/{spec.job_id}/evaluation.json")[0]
+    for metrics, evaluated in (
+        (status["metrics"], None),
+        ({**status["metrics"], "roc_auc": math.nan}, evaluation),
+    ):
+        registry.register_version(  # version 1 as registered before the trainer wrote evaluation.json
             s3, MODELS, "iris", model_uri=status["model_uri"], sha256=status["model_sha256"], metrics=metrics,
             primary_metric="accuracy", signature=written["signature"],
             lineage={"dataset": written["metrics"]["dataset"], "job_ids": [spec.job_id]}, actor="test:mcp",
+            evaluation=evaluated,
         )  # fmt: skip
     registry.set_alias(s3, MODELS, "iris", "champion", 1, actor="test:mcp", reason="first")
     return Platform(blocks, audit_sink=AUDITED.append)
@@ -110,12 +117,19 @@ def listing(platform):
     return asyncio.run(go())
 
 
-def read(platform, uri: str) -> dict:
+def read_text(platform, uri: str) -> tuple[str, str]:
+    """A resource's text and MIME type."""
+
     async def go():
         async with Client(build_server(platform)) as client:
             return await client.read_resource(uri)
 
-    return json.loads(asyncio.run(go()).contents[0].text)
+    [content] = asyncio.run(go()).contents
+    return content.text, content.mime_type
+
+
+def read(platform, uri: str) -> dict:
+    return json.loads(read_text(platform, uri)[0])
 
 
 def error_line(result) -> str:
@@ -145,6 +159,7 @@ def test_every_tool_is_titled_described_typed_and_honestly_annotated(platform) -
     assert sorted(t.uri_template for t in templates) == [
         "mltp://datasets/{name}",
         "mltp://models/{name}/{version}",
+        "mltp://models/{name}/{version}/card",
         "mltp://runs/{run_id}",
     ]
 
@@ -250,6 +265,31 @@ def test_models_are_described_beside_the_champion_with_strict_json(platform) -> 
 )
 def test_an_unknown_model_reference_is_a_one_line_error_result(platform, reference, message) -> None:
     assert message in error_line(call(platform, "describe_model", {"reference": reference}))
+
+
+def test_a_model_card_is_a_resource(platform) -> None:
+    from tests.test_evaluation_plots import CARD_SECTIONS, parse_card
+
+    html, mime_type = read_text(platform, "mltp://models/iris/2/card")
+    card = parse_card(html)
+    assert mime_type == "text/html" and card.sections == list(CARD_SECTIONS) and card.external == []
+    assert [image["alt"] for image in card.images][:2] == ["Confusion matrix", "ROC curve"]
+    assert "accuracy by version" in [image["alt"] for image in card.images]
+    old = parse_card(read_text(platform, "mltp://models/iris/1/card")[0])
+    assert "Confusion matrix" not in [image["alt"] for image in old.images]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("mltp://models/ghost/1/card", "no model named 'ghost'"),
+        ("mltp://models/iris/9/card", "has no version 9"),
+    ],
+)
+def test_an_unknown_model_card_is_a_one_line_error(platform, uri, message) -> None:
+    with pytest.raises(ExceptionGroup) as refused:  # the client's task group carries the protocol error
+        read_text(platform, uri)
+    assert refused.group_contains(MCPError, match=rf"^[^\n]*{re.escape(message)}[^\n]*$")
 
 
 def test_a_models_history_lists_its_audit_log(platform) -> None:

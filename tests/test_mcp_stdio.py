@@ -15,6 +15,7 @@ from mcp import Client, StdioServerParameters
 from sklearn import datasets as toy
 
 from tests.conftest import MLTP, wait_for
+from tests.test_evaluation_plots import parse_card
 
 pytestmark = pytest.mark.servers
 
@@ -142,18 +143,19 @@ def test_the_whole_loop_from_an_agent(sandbox, tmp_path, compute) -> None:
         listed = await client.call_tool("list_runs", {"dataset": name})
         models = await client.call_tool("list_models", {})
         described = await client.call_tool("describe_model", {"reference": name})
+        card = await client.read_resource(f"mltp://models/{name}/1/card")
         rows = frame.drop(columns="target").head(3).to_dict(orient="records")
         predicted = await client.call_tool("predict", {"reference": f"{name}:1", "rows": rows})
         ended = await client.call_tool("cancel_run", {"run_id": run_id})
         return (ingested, plan, declined, started, seen, waited, run, report, listed, models, described,
-                predicted, ended)  # fmt: skip
+                card, predicted, ended)  # fmt: skip
 
     async def go():
         async with Client(parameters, elicitation_callback=confirm) as client:
             return await calls(client)
 
-    (ingested, plan, declined, started, seen, waited, run, report, listed, models, described, predicted,
-     ended) = asyncio.run(go())  # fmt: skip
+    (ingested, plan, declined, started, seen, waited, run, report, listed, models, described, card,
+     predicted, ended) = asyncio.run(go())  # fmt: skip
     assert not ingested.is_error and ingested.structured_content["rows"] == 150, ingested.content
     assert plan.structured_content["backend"] == compute
     assert "the user did not confirm: nothing was started" in declined.content[0].text
@@ -176,6 +178,10 @@ def test_the_whole_loop_from_an_agent(sandbox, tmp_path, compute) -> None:
         {key: m[key] for key in ("name", "latest_version")} for m in models.structured_content["models"]
     ]
     assert described.structured_content["lineage"]["flow_run_id"] == answered["flow_run_id"]
+    [page] = card.contents  # the trainer's evaluation.json came back from the compute, with the model
+    assert page.mime_type == "text/html" and answered["flow_run_id"] in page.text
+    images = [image["alt"] for image in parse_card(page.text).images]
+    assert images[:3] == ["Confusion matrix", "ROC curve", "Precision-recall curve"], images
     assert not predicted.is_error, predicted.content
     assert [row["prediction"] for row in predicted.structured_content["predictions"]] == [0, 0, 0]
     assert (

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from mltp.errors import MltpError
 from mltp.s3_json import finite, strict_dumps
@@ -104,3 +104,14 @@ def platform_errors() -> Iterator[None]:
         raise ToolError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
     except (ClientError, BotoCoreError) as error:
         raise ToolError(f"AWS refused or could not be reached: {error}: check `platform_status`") from error
+
+
+@contextlib.contextmanager
+def resource_errors() -> Iterator[None]:
+    """`platform_errors` for a resource: the same one line, as the protocol error the client receives
+    (a tool's error result has no place in a resource read)."""
+    try:
+        with platform_errors():
+            yield
+    except ToolError as error:
+        raise ResourceError(str(error)) from error

@@ -11,7 +11,7 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from mltp.mcp.answers import answer
-from mltp.mcp.platform import Platform, platform_errors
+from mltp.mcp.platform import Platform, platform_errors, resource_errors
 from mltp.mcp.results import (
     AuditEvent,
     DatasetList,
@@ -164,7 +164,8 @@ def register_read_tools(server: MCPServer, platform: Platform) -> None:
         mime_type="application/json",
     )
     def dataset_resource(name: str) -> str:
-        return strict_dumps(_manifest(platform, name, None).model_dump(mode="json"), indent=2)
+        with resource_errors():
+            return strict_dumps(_manifest(platform, name, None).model_dump(mode="json"), indent=2)
 
     @server.resource(
         "mltp://models/{name}/{version}",
@@ -173,7 +174,24 @@ def register_read_tools(server: MCPServer, platform: Platform) -> None:
         mime_type="application/json",
     )
     def model_resource(name: str, version: str) -> str:
-        return strict_dumps(_model(platform, f"{name}:{version}").model_dump(mode="json"), indent=2)
+        with resource_errors():
+            return strict_dumps(_model(platform, f"{name}:{version}").model_dump(mode="json"), indent=2)
+
+    @server.resource(
+        "mltp://models/{name}/{version}/card",
+        title="Model card",
+        description="A registered model version as one self-contained HTML page to share (what `mltp models "
+        "report` writes): metrics beside the champion's, evaluation plots, dataset profile, signature, "
+        "lineage, history",
+        mime_type="text/html",
+    )
+    def model_card_resource(name: str, version: str) -> str:
+        from mltp.model_card import build_card
+        from mltp.model_card_html import render_card
+
+        with resource_errors():
+            clients, data_bucket = platform.data()
+            return render_card(build_card(*platform.models(), clients, data_bucket, f"{name}:{version}"))
 
 
 def plan_request(
