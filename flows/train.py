@@ -52,7 +52,7 @@ from mltp.aws import error_code
 from mltp.compute.base import CapacityError, JobLaunch
 from mltp.compute.ec2 import tagged_instances, terminate_instances
 from mltp.errors import BucketError, MltpError
-from mltp.evaluation_plots import markdown_section
+from mltp.evaluation_plots import DrawnEvaluation, draw, markdown_section
 from mltp.gates import QualityGate
 from mltp.jobs import expand_grid
 from mltp.monitor import (
@@ -194,10 +194,10 @@ def train_model(
                 terminate_compute(backend, live)
         best = best_shard(shards, shards[0].spec.primary_metric)
         report = _report(prepared, watch, best, name, time.monotonic() - started)
-        evaluation = None
+        evaluation = draw(None)
         if best is not None:
             report["summary"] = read_summary(blocks, best)
-            evaluation = read_evaluation(blocks, shards, best)
+            evaluation = draw(read_evaluation(blocks, shards, best))
         _publish_report(report, evaluation)
         report.update(version=None, registered=False, promoted=False, gate=str(gate) if gate else None)
         if best is not None and register_best:
@@ -429,7 +429,13 @@ class _Watch:
 
 
 def _register(
-    blocks, name: str, report: dict[str, Any], gate, promote: bool, flow_run_id: str, evaluation: dict | None
+    blocks,
+    name: str,
+    report: dict[str, Any],
+    gate,
+    promote: bool,
+    flow_run_id: str,
+    evaluation: DrawnEvaluation,
 ) -> dict:
     """Register the best model if it passes the gate; with `promote`, move the champion when it is better."""
     logger = get_run_logger()
@@ -438,7 +444,7 @@ def _register(
         logger.warning("not registered: %s %s fails the quality gate %s", gate.metric, shown, gate)
         return {"registered": False}
     champion = current_champion(blocks, name)
-    version = register_model(blocks, name, report, flow_run_id, flow_run_url(flow_run_id), evaluation)
+    version = register_model(blocks, name, report, flow_run_id, flow_run_url(flow_run_id), evaluation.data)
     promotion = None
     if promote:
         try:
@@ -490,7 +496,7 @@ def _report(
     }
 
 
-def _publish_report(report: dict[str, Any], evaluation: dict[str, Any] | None) -> None:
+def _publish_report(report: dict[str, Any], evaluation: DrawnEvaluation) -> None:
     plan = report["compute"]
     lines = [
         f"# Training {report['run_id']}: {report['status']}",

@@ -24,6 +24,17 @@ class Plot(NamedTuple):
     png: bytes
 
 
+class DrawnEvaluation(NamedTuple):
+    """The trainer's evaluation data and its plots, drawn once for every artifact that shows them."""
+
+    data: dict[str, Any] | None
+    plots: list[Plot]
+
+
+def draw(evaluation: dict[str, Any] | None) -> DrawnEvaluation:
+    return DrawnEvaluation(evaluation, evaluation_plots(evaluation))
+
+
 def evaluation_plots(evaluation: dict[str, Any] | None) -> list[Plot]:
     """Every plot the evaluation has data for, in reading order; none when there is no evaluation (a
     version registered before the trainer wrote one) or the trainer could not compute it."""
@@ -74,17 +85,20 @@ def history_plot(versions: list[dict[str, Any]], primary_metric: str, champion: 
 def evaluation_note(evaluation: dict[str, Any] | None) -> str:
     """One line saying what the plots were computed on, or why there are none."""
     if evaluation is None:
-        return "No evaluation data: this model was trained before the trainer wrote evaluation.json."
+        return (
+            "No evaluation data: this model was trained before the trainer wrote evaluation.json "
+            "(or by an older trainer)."
+        )
     if evaluation.get("error"):
         return f"No evaluation data: the trainer could not compute it ({evaluation['error']})."
     scored = "out-of-fold predictions" if evaluation["source"] == "out-of-fold" else "the holdout"
     return f"Computed on {scored} ({evaluation['rows_scored']:,} rows)."
 
 
-def markdown_section(evaluation: dict[str, Any] | None, extra: Sequence[Plot] = ()) -> list[str]:
+def markdown_section(drawn: DrawnEvaluation, extra: Sequence[Plot] = ()) -> list[str]:
     """The `## Evaluation` section of an artifact: the note, then every plot inline."""
-    lines = ["## Evaluation", "", evaluation_note(evaluation), ""]
-    for plot in [*evaluation_plots(evaluation), *extra]:
+    lines = ["## Evaluation", "", evaluation_note(drawn.data), ""]
+    for plot in [*drawn.plots, *extra]:
         lines += [markdown_image(plot), ""]
     return lines
 

@@ -14,7 +14,7 @@ from prefect.events import emit_event
 from blocks.platform import PlatformBlocks
 from mltp import __version__, registry
 from mltp.dataset_catalog import split_s3_uri
-from mltp.evaluation_plots import Plot, history_plot, markdown_section
+from mltp.evaluation_plots import DrawnEvaluation, Plot, history_plot, markdown_section
 from mltp.s3_json import finite, read_json
 from tasks.retries import AWS_RETRIES
 
@@ -136,7 +136,7 @@ def announce(
     version: dict[str, Any],
     champion: dict[str, Any] | None,
     promotion: dict[str, Any] | None,
-    evaluation: dict[str, Any] | None,
+    evaluation: DrawnEvaluation,
 ) -> None:
     """The `mltp.model.registered` event and the model's markdown artifact (its plots and the metric over
     its versions, the champion marked)."""

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mltp import registry
-from mltp.evaluation_plots import evaluation_note, evaluation_plots, history_plot, markdown_section
+from mltp.evaluation_plots import draw, evaluation_note, evaluation_plots, history_plot, markdown_section
 from mltp.model_card import build_card
 from mltp.model_card_html import render_card
 from mltp.s3_json import put_json
@@ -143,12 +143,12 @@ def test_history_marks_the_champion_and_needs_two_versions() -> None:
 
 
 def test_the_markdown_section_embeds_each_plot_as_a_data_uri() -> None:
-    text = "\n".join(markdown_section(classification_evaluation()))
+    text = "\n".join(markdown_section(draw(classification_evaluation())))
     uris = re.findall(r"!\[[^\]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
     assert len(uris) == len(CLASSIFICATION_PLOTS)
     for uri in uris:
         decoded(base64.b64decode(uri))
-    assert "No evaluation data" in "\n".join(markdown_section(None))
+    assert "No evaluation data" in "\n".join(markdown_section(draw(None)))
 
 
 class CardParser(HTMLParser):

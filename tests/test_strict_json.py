@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mltp import registry
 from mltp.cli import models_cmd
 from mltp.cli.output import emit_json
+from mltp.evaluation_plots import draw
 from mltp.gates import QualityGate
 from mltp.s3_json import put_json, read_json
 from mltp.trainer.spec import better
@@ -127,7 +128,7 @@ def test_the_registered_event_payload_is_strict(monkeypatch) -> None:
         },
     }
     champion = {"version": 1, "metrics": {"accuracy": 0.8, "roc_auc": None}}
-    registry_tasks.announce(None, version, champion, None, None)
+    registry_tasks.announce(None, version, champion, None, draw(None))
     assert strict(json.dumps(sent[0], allow_nan=False))["metrics"] == {"accuracy": 0.9, "roc_auc": None}
     assert "| roc_auc | n/a | n/a |" in artifacts[0] and "| accuracy | 0.9 | 0.8 |" in artifacts[0]
 
