@@ -155,6 +155,7 @@ def _predict_with_champion(name: str, csv: Path) -> dict[str, Any]:
     sample = prediction.result.sample(5, random_state=7)  # both classes, the same rows every run
     return {
         "model": f"{name}@champion (v{prediction.version.version})",
+        "name": name,
         "rows": len(sample),
         "predicted": [int(value) for value in sample["prediction"]],
         "actual": [int(value) for value in sample["malignant"]],
@@ -183,4 +184,8 @@ def _print_summary(rows: list[dict[str, Any]], prediction: dict[str, Any], ui: s
         f"{prediction['model']} on {prediction['rows']} rows: predicted {prediction['predicted']}, "
         f"actual {prediction['actual']}"
     )
-    console.print(f"Prefect UI (runs, artifacts, blocks): {ui}")
+    console.print(f"Prefect UI (runs, artifacts with the evaluation plots, blocks): {ui}")
+    console.print(
+        f"a model card to share: .venv/bin/mltp models report {prediction['name']}@champion "
+        f"-o {prediction['name']}.html"
+    )
