@@ -1,8 +1,8 @@
 """Run one job spec end to end: read data, fit every candidate, keep the best, write the results.
 
-`status.json` is written last: its presence means the model, metrics and signature are all there. A
-failure still writes it, saying whether the user's data or parameters caused it (no retry will help)
-or the infrastructure did.
+`status.json` is written last: its presence means the model, metrics, signature and evaluation (the
+numbers behind the plots, mltp/trainer/evaluation.py) are all there. A failure still writes it, saying
+whether the user's data or parameters caused it (no retry will help) or the infrastructure did.
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ from sklearn.pipeline import Pipeline
 from mltp.aws import ClientFactory
 from mltp.dataset_catalog import split_s3_uri
 from mltp.s3_json import SSE, put_json
+from mltp.trainer import evaluation
 from mltp.trainer.algorithms import build_estimator, get_algorithm
 from mltp.trainer.errors import TrainingInputError
 from mltp.trainer.feature_plan import plan_features
 from mltp.trainer.features import build_preprocessor
 from mltp.trainer.job_input import JobInput, TrainingData, start_reading
-from mltp.trainer.metrics import evaluate
+from mltp.trainer.metrics import predict, score
 from mltp.trainer.spec import JobSpec, better
 from mltp.trainer.telemetry import Telemetry, logger
 
 GROWTH_STEPS = 5
+# The evaluation's permutation importance stops taking columns after this share of the fit's time (within
+# these bounds): on a large dataset it costs a few percent of the training, on a small one a second or two.
+IMPORTANCE_SHARE, IMPORTANCE_MIN_S, IMPORTANCE_MAX_S = 0.04, 1.0, 60.0
 
 
 class _Progress:
@@ -128,9 +132,12 @@ def train(spec: JobSpec, reading: Future[TrainingData], telemetry: Telemetry) ->
     loaded_s = time.monotonic() - started
     progress = _Progress(telemetry, len(spec.candidates) * len(splits))
     scored, best, best_model = [], None, None
+    classify = spec.task == "classification"
+    best_outputs, best_fold_rows = None, None  # the best candidate's predictions, for the evaluation
+    unasked_scores_s = 0.0  # class scores the metrics did not ask for, computed for the evaluation alone
     for number, params in enumerate(spec.candidates, start=1):
         _check_deadline(spec, f"before candidate {number}")
-        fold_metrics, model = [], None
+        fold_metrics, model, outputs = [], None, evaluation.Scored()
         for train_rows, test_rows in splits:
             with _user_data_errors(f"candidate {number} {params} cannot be fitted on this data"):
                 model = fit_pipeline(
@@ -141,9 +148,11 @@ def train(spec: JobSpec, reading: Future[TrainingData], telemetry: Telemetry) ->
                     plan,
                     lambda fraction, n=number: progress.within_unit(fraction, f"candidate {n}: fitting"),
                 )
-                fold_metrics.append(
-                    evaluate(model, X.iloc[test_rows], y.iloc[test_rows], spec.task, spec.metrics)
-                )
+                predicted = predict(model, X.iloc[test_rows], spec.task, with_scores=classify)
+                fold_metrics.append(score(predicted, y.iloc[test_rows], spec.task, spec.metrics))
+            outputs.add(test_rows, predicted)
+            if "roc_auc" not in spec.metrics:
+                unasked_scores_s += predicted.scores_s
             progress.unit_done(f"candidate {number} scored")
         metrics = {name: _mean_of_defined([m[name] for m in fold_metrics]) for name in fold_metrics[0]}
         scored.append({"params": params, "metrics": metrics})
@@ -152,14 +161,28 @@ def train(spec: JobSpec, reading: Future[TrainingData], telemetry: Telemetry) ->
             spec.primary_metric, metrics[spec.primary_metric], best["metrics"][spec.primary_metric]
         ):
             best, best_model = scored[-1], model
+            best_outputs, best_fold_rows = outputs, test_rows
     if not math.isfinite(best["metrics"][spec.primary_metric]):
         raise TrainingInputError(
             f"{spec.primary_metric} is undefined on the {len(y):,} rows held out for scoring: add rows, "
             "or score with --folds"
         )
+    held_out_model = best_model  # with folds: the best candidate's last fold model, on rows it did not see
     if spec.validation.kind == "kfold":  # scores came from the folds; the model learns from every row
         telemetry.progress(0.92, "refitting the best candidate on all rows")
         best_model = fit_pipeline(spec, best["params"], X, y, plan, lambda fraction: None)
+    fit_s = round(time.monotonic() - started - loaded_s, 3)
+    telemetry.progress(0.95, "computing the evaluation")
+    report = _evaluation(
+        spec,
+        scored,
+        y,
+        best_outputs,
+        getattr(best_model, "classes_", None),
+        evaluation.Importance(held_out_model, X, y, best_fold_rows),
+        fit_s,
+        unasked_scores_s,
+    )
     return {
         "model": best_model,
         "best": best,
@@ -170,10 +193,35 @@ def train(spec: JobSpec, reading: Future[TrainingData], telemetry: Telemetry) ->
         "timings": {
             "read_s": data.read_s,
             "load_s": round(loaded_s, 3),
-            "fit_s": round(time.monotonic() - started - loaded_s, 3),
+            "fit_s": fit_s,
         },
         "dataset": {key: manifest[key] for key in ("name", "version", "sha256", "rows")},
+        "evaluation": report,
     }
+
+
+def _evaluation(spec: JobSpec, scored, y, outputs, classes, importance, fit_s: float, extra_s: float) -> dict:
+    """evaluation.json; a failure to compute it is logged and written down, never the job's failure."""
+    source = "out-of-fold" if spec.validation.kind == "kfold" else "holdout"
+    try:
+        return evaluation.build(
+            task=spec.task,
+            source=source,
+            primary_metric=spec.primary_metric,
+            candidates=scored,
+            y=y,
+            scored=outputs,
+            classes=classes,
+            importance=importance,
+            seed=spec.seed,
+            importance_budget_s=min(IMPORTANCE_MAX_S, max(IMPORTANCE_MIN_S, IMPORTANCE_SHARE * fit_s)),
+            extra_s=extra_s,
+        )
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        message = f"{type(error).__name__}: {message}".rstrip(": ")
+        logger.warning("the evaluation (numbers for plots) could not be computed: %s", message, exc_info=True)
+        return evaluation.failed(spec.task, source, spec.primary_metric, scored, message)
 
 
 def _mean_of_defined(scores: list[float]) -> float:
@@ -240,9 +288,11 @@ def write_results(clients: ClientFactory, spec: JobSpec, result: dict[str, Any])
         "timings": result["timings"],
         "versions": versions(),
         "model": {"uri": f"s3://{bucket}/{prefix}model.skops", "sha256": sha256, "bytes": len(model_bytes)},
+        "evaluation_uri": f"s3://{bucket}/{prefix}evaluation.json",
     }
     put_json(s3, bucket, f"{prefix}metrics.json", summary)
     put_json(s3, bucket, f"{prefix}signature.json", result["signature"])
+    put_json(s3, bucket, f"{prefix}evaluation.json", result["evaluation"])
     return summary
 
 
@@ -269,6 +319,7 @@ def run_job(
             "params": summary["best"]["params"],
             "model_uri": summary["model"]["uri"],
             "model_sha256": summary["model"]["sha256"],
+            "evaluation_uri": summary["evaluation_uri"],
         }
     except TrainingInputError as error:
         status = _failure(error, "user")
