@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import trainer_quality, trainer_speed
+from benchmarks import trainer_evaluation, trainer_quality, trainer_speed
 from benchmarks.files import cached_csv
 from benchmarks.harness import sandbox
 from benchmarks.report import table
@@ -38,8 +38,14 @@ def header() -> str:
     )
 
 
-def footnotes(runs: trainer_speed.Runs, scores: list[trainer_quality.Score], total_seconds: float) -> str:
+def footnotes(
+    runs: trainer_speed.Runs,
+    scores: list[trainer_quality.Score],
+    costs: list[trainer_evaluation.Cost],
+    total_seconds: float,
+) -> str:
     lines = [trainer_quality.footnote(scores), "", *trainer_speed.footnotes(runs)]
+    lines += ["", trainer_evaluation.footnote(costs, trainer_speed.evaluations(runs), trainer_speed.ROWS)]
     return "\n".join(
         [
             *lines,
@@ -63,8 +69,14 @@ def run() -> Section:
         create_buckets(clients)
         print("trainer: quality on scikit-learn's bundled datasets", file=sys.stderr, flush=True)
         scores = trainer_quality.run(clients, Path(scratch))
+        print("trainer: what evaluation.json adds, on breast cancer", file=sys.stderr, flush=True)
+        costs = trainer_evaluation.run(clients, Path(scratch))
         print(f"trainer: speed and memory on {trainer_speed.ROWS:,} rows", file=sys.stderr, flush=True)
         runs = trainer_speed.run(clients, endpoint, env)
-    rows = [*trainer_quality.rows(scores), *trainer_speed.rows(runs)]
-    body = [header(), table(rows), footnotes(runs, scores, time.monotonic() - started)]
+    rows = [
+        *trainer_quality.rows(scores),
+        *trainer_speed.rows(runs),
+        *trainer_evaluation.rows("breast cancer", costs),
+    ]
+    body = [header(), table(rows), footnotes(runs, scores, costs, time.monotonic() - started)]
     return Section("trainer", "\n\n".join(body))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import trainer_evaluation
 from benchmarks.files import cached_csv
 from benchmarks.harness import Measurement, measure
 from benchmarks.report import Row, load_average
@@ -53,7 +54,9 @@ def run_ours(clients: ClientFactory, manifest: dict[str, Any], env: dict[str, st
     argv = [sys.executable, "-m", "mltp.trainer", "run", "--job", job_uri]
     measured = measure(argv, env, timed_inside=False)
     summary, model = job_outputs(clients, job_uri)
+    evaluation = trainer_evaluation.evaluation_of(clients, summary, measured.seconds)
     output = {
+        "evaluation": evaluation,
         "read_s": summary["timings"]["read_s"],
         "load_s": summary["timings"]["load_s"],
         "fit_s": summary["timings"]["fit_s"],
@@ -89,7 +92,8 @@ def run(clients: ClientFactory, endpoint: str, env: dict[str, str]) -> Runs:
                 print(
                     f"  {side:9} run {rep + 1}/{REPS}: {measured.seconds:6.2f} s  peak RSS "
                     f"{measured.peak_rss_mb:5.0f} MB  inside: load {inside['load_s']:5.2f} s  "
-                    f"fit+score {inside['fit_s']:5.2f} s  accuracy {inside['accuracy']:.6f}",
+                    f"fit+score {inside['fit_s']:5.2f} s  accuracy {inside['accuracy']:.6f}"
+                    + (f"  evaluation {inside['evaluation'].evaluation_s:5.2f} s" if side == "ours" else ""),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -170,7 +174,12 @@ def rows(runs: Runs) -> list[Row]:
             "s",
         ),
         *(_metric_row(runs, name) for name in CLASSIFICATION_METRICS),
+        *trainer_evaluation.rows(f"{ROWS:,} rows", evaluations(runs)),
     ]
+
+
+def evaluations(runs: Runs) -> list[trainer_evaluation.Cost]:
+    return [m.output["evaluation"] for m in runs.ours]
 
 
 def footnotes(runs: Runs) -> list[str]:
