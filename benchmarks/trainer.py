@@ -70,7 +70,9 @@ def run() -> Section:
         print("trainer: quality on scikit-learn's bundled datasets", file=sys.stderr, flush=True)
         scores = trainer_quality.run(clients, Path(scratch))
         print("trainer: what evaluation.json adds, on breast cancer", file=sys.stderr, flush=True)
-        costs = trainer_evaluation.run(clients, Path(scratch))
+        costs = trainer_evaluation.run(
+            clients, Path(scratch), trainer_speed.trainer_environment(env, endpoint)
+        )
         print(f"trainer: speed and memory on {trainer_speed.ROWS:,} rows", file=sys.stderr, flush=True)
         runs = trainer_speed.run(clients, endpoint, env)
     rows = [

@@ -74,12 +74,16 @@ def run_plain(side: str, path: Path, scratch: Path, env: dict[str, str]) -> Meas
     return measure(argv, env, timed_inside=False, json_stdout=True)
 
 
+def trainer_environment(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    return {**env, "AWS_ENDPOINT_URL": endpoint}  # the trainer takes its endpoint from the environment
+
+
 def run(clients: ClientFactory, endpoint: str, env: dict[str, str]) -> Runs:
     path = cached_csv(ROWS)
     warm_page_cache(path)
     print(f"  ingesting {path.name} (not timed) ...", file=sys.stderr, flush=True)
     runs = Runs(path, ingest(clients, path, target="label"), load_start=os.getloadavg())
-    trainer_env = {**env, "AWS_ENDPOINT_URL": endpoint}  # the trainer takes its endpoint from the environment
+    trainer_env = trainer_environment(env, endpoint)
     with tempfile.TemporaryDirectory(prefix="mltp-bench-plain-") as scratch:
         for rep in range(REPS):
             for side in SIDES:

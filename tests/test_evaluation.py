@@ -14,34 +14,22 @@ from sklearn import datasets as toy
 from sklearn import metrics as sk
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
-from mltp import datasets
 from mltp.jobs import build_job_spec, write_job
 from mltp.s3_json import read_json, strict_dumps
 from mltp.trainer import evaluation
 from mltp.trainer.algorithms import ALGORITHMS, names_for
 from mltp.trainer.metrics import Outputs
 from mltp.trainer.runner import run_job
+from tests import test_trainer
 from tests.conftest import packages_imported_by
+from tests.test_trainer import MODELS, ingest_frame
 
-DATA, MODELS = "team-data", "team-models"
+clients = test_trainer.clients  # the fixture: buckets on moto's in-process mock
 MAX_BYTES = 300_000
 COMMON = {"schema", "task", "source", "rows_scored", "primary_metric", "seconds", "candidates"}
 CLASSIFICATION_KEYS = {"classes", "confusion_matrix", "per_class", "per_class_truncated", "roc", "pr"}
 REGRESSION_KEYS = {"predicted_vs_actual", "residual_quantiles"}
 FAST = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 5}}
-
-
-@pytest.fixture
-def clients(mock_clients):
-    for bucket in (DATA, MODELS):
-        mock_clients("s3").create_bucket(Bucket=bucket)
-    return mock_clients
-
-
-def ingest_frame(clients, tmp_path, name: str, frame: pd.DataFrame, target: str) -> dict:
-    path = tmp_path / f"{name}.csv"
-    frame.to_csv(path, index=False)
-    return datasets.ingest(clients, DATA, str(path), target=target).manifest
 
 
 def run(clients, manifest, **options) -> tuple[dict, dict, dict]:
@@ -291,6 +279,19 @@ def test_the_determining_column_ranks_first_by_its_own_name(clients, tmp_path) -
     assert names[0] == "color" and sorted(names) == ["color", "noise", "other_noise"]  # once, not per value
     assert importance["features"][0]["mean"] > 0.3 > abs(importance["features"][1]["mean"])
     assert importance["skipped"] == [] and importance["scoring"] == "balanced_accuracy"
+
+
+@pytest.mark.parametrize("labels", [["a", "b"], ["x", "y", "z", "w"]])
+def test_block_scores_equal_scikit_learns(labels) -> None:
+    rng = np.random.default_rng(3)
+    target = rng.choice(labels[:-1], 200)  # the last label is predicted but never actual
+    predicted = rng.choice(labels, 200 * 4)
+    blocks = predicted.reshape(4, 200)
+    expected = [sk.balanced_accuracy_score(target, block) for block in blocks]
+    assert np.allclose(evaluation._block_scores("balanced_accuracy", target, predicted), expected)
+    values, guesses = rng.normal(size=200), rng.normal(size=200 * 3)
+    expected = [sk.r2_score(values, block) for block in guesses.reshape(3, 200)]
+    assert np.allclose(evaluation._block_scores("r2", values, guesses), expected)
 
 
 def test_a_failing_evaluation_does_not_fail_the_job(clients, tmp_path, monkeypatch) -> None:

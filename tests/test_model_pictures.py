@@ -4,23 +4,31 @@ in the Prefect UI in headless Chromium, and `mltp models report` cards opened wi
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import uuid
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from sklearn import datasets as toy
 
 from mltp import registry
+from tests import test_ui_deployments
 from tests.conftest import run_mltp
-from tests.test_evaluation_plots import CARD_SECTIONS, CLASSIFICATION_PLOTS, REGRESSION_PLOTS, parse_card
-from tests.test_ui_deployments import browser  # noqa: F401 - the module's Chromium
+from tests.test_evaluation_plots import (
+    CARD_SECTIONS,
+    CLASSIFICATION_PLOTS,
+    REGRESSION_PLOTS,
+    card_images,
+    parse_card,
+)
 
 pytestmark = [pytest.mark.servers, pytest.mark.browser]
 
+browser = test_ui_deployments.browser  # the fixture: the module's Chromium
+EACH_TASK = pytest.mark.parametrize(  # the primary metric each task defaults to
+    ("task", "plots", "metric"),
+    [("classification", CLASSIFICATION_PLOTS, "accuracy"), ("regression", REGRESSION_PLOTS, "r2")],
+)
 LOADED = "document.images.length >= {count} && Array.from(document.images).every(i => i.complete)"
 
 
@@ -65,7 +73,7 @@ def trained(sandbox, tmp_path_factory) -> dict[str, dict]:
     return models
 
 
-def artifact_page(sandbox, browser, key: str, expected: list[str], tmp_path: Path) -> list[list]:  # noqa: F811
+def artifact_page(sandbox, browser, key: str, expected: list[str], tmp_path: Path) -> list[list]:
     """The newest artifact under `key` opened in the UI: each image's alt text and decoded size."""
     [artifact] = sandbox.api(
         "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
@@ -81,20 +89,11 @@ def artifact_page(sandbox, browser, key: str, expected: list[str], tmp_path: Pat
         context.close()
 
 
-@pytest.mark.parametrize(
-    ("task", "plots"),
-    [("classification", CLASSIFICATION_PLOTS), ("regression", REGRESSION_PLOTS)],
-)
+@EACH_TASK
 def test_the_training_report_and_the_model_artifact_show_their_plots(
-    sandbox,
-    browser,  # noqa: F811
-    trained,
-    task,
-    plots,
-    tmp_path,
+    sandbox, browser, trained, task, plots, metric, tmp_path
 ) -> None:
     name = trained[task]["name"]
-    metric = "accuracy" if task == "classification" else "r2"
     expected = {f"training-{name}": plots, f"model-{name}": [*plots, f"{metric} by version"]}
     for key, titles in expected.items():
         images = artifact_page(sandbox, browser, key, titles, tmp_path)
@@ -102,28 +101,9 @@ def test_the_training_report_and_the_model_artifact_show_their_plots(
         assert all(width > 300 and height > 200 for alt, width, height in images if alt in titles), images
 
 
-def card_images(html: str) -> dict[str, Image.Image]:
-    found = {}
-    for image in parse_card(html).images:
-        decoded = Image.open(
-            io.BytesIO(base64.b64decode(image["src"].removeprefix("data:image/png;base64,")))
-        )
-        decoded.load()
-        found[image["alt"]] = decoded
-    return found
-
-
-@pytest.mark.parametrize(
-    ("task", "plots"),
-    [("classification", CLASSIFICATION_PLOTS), ("regression", REGRESSION_PLOTS)],
-)
+@EACH_TASK
 def test_the_card_has_every_section_and_opens_offline(
-    sandbox,
-    browser,  # noqa: F811
-    trained,
-    task,
-    plots,
-    tmp_path,
+    sandbox, browser, trained, task, plots, metric, tmp_path
 ) -> None:
     name = trained[task]["name"]
     card_path = tmp_path / "card.html"
@@ -132,8 +112,7 @@ def test_the_card_has_every_section_and_opens_offline(
     html = card_path.read_text()
     parser = parse_card(html)
     assert parser.sections == list(CARD_SECTIONS) and parser.external == []
-    metric = "accuracy" if task == "classification" else "r2"
-    assert list(card_images(html)) == [*plots, f"{metric} by version"]
+    assert list(card_images(parse_card(html))) == [*plots, f"{metric} by version"]
 
     context = browser.new_context(offline=True)
     requests: list[str] = []
@@ -174,7 +153,7 @@ def test_a_version_registered_without_evaluation_gets_a_card_and_a_note(sandbox,
     ok(sandbox, "models", "report", old.name, "-o", str(card_path))
     html = card_path.read_text()
     assert parse_card(html).sections == list(CARD_SECTIONS)
-    assert card_images(html) == {} and "trained before the trainer wrote evaluation.json" in html
+    assert card_images(parse_card(html)) == {} and "trained before the trainer wrote evaluation.json" in html
 
 
 @pytest.mark.parametrize(
