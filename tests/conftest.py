@@ -307,6 +307,7 @@ SLOWEST_FILES = (
     "test_sandbox_lifecycle.py",
     "test_blocks_and_doctor.py",
     "test_datasets_cli.py",
+    "test_model_pictures.py",
     "test_pipeline.py",
     "test_train_cli.py",
     "test_security.py",
