@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from mltp.trainer.spec import better
 
+SCHEMA = 1  # the evaluation.json layout these plots read (mltp/trainer/evaluation.py writes it)
 WIDTH_IN, HEIGHT_IN, DPI = 5.6, 3.8, 90
 CHAMPION_COLOUR, HIGHLIGHT, MUTED = "#d62728", "#1f77b4", "#9ab7d3"
 
@@ -38,7 +39,7 @@ def draw(evaluation: dict[str, Any] | None) -> DrawnEvaluation:
 def evaluation_plots(evaluation: dict[str, Any] | None) -> list[Plot]:
     """Every plot the evaluation has data for, in reading order; none when there is no evaluation (a
     version registered before the trainer wrote one) or the trainer could not compute it."""
-    if not evaluation or evaluation.get("error"):
+    if not evaluation or evaluation.get("error") or evaluation.get("schema") != SCHEMA:
         return []
     drawers: list[tuple[str, Callable[[Any, dict[str, Any]], None], bool]] = [
         ("Confusion matrix", _confusion_matrix, bool(evaluation.get("confusion_matrix"))),
@@ -91,6 +92,11 @@ def evaluation_note(evaluation: dict[str, Any] | None) -> str:
         )
     if evaluation.get("error"):
         return f"No evaluation data: the trainer could not compute it ({evaluation['error']})."
+    if evaluation.get("schema") != SCHEMA:
+        return (
+            f"No plots: the evaluation data has layout {evaluation.get('schema')!r}, this mltp reads "
+            f"{SCHEMA}: upgrade mltp."
+        )
     scored = "out-of-fold predictions" if evaluation["source"] == "out-of-fold" else "the holdout"
     return f"Computed on {scored} ({evaluation['rows_scored']:,} rows)."
 

@@ -125,6 +125,12 @@ def test_no_data_no_plots_and_a_note_saying_why() -> None:
     assert "trained before" in evaluation_note(None)
     assert "ValueError: boom" in evaluation_note({"error": "ValueError: boom"})
     assert evaluation_note(regression_evaluation()) == "Computed on out-of-fold predictions (442 rows)."
+    from mltp import evaluation_plots as reader
+    from mltp.trainer import evaluation as writer
+
+    assert reader.SCHEMA == writer.SCHEMA  # the trainer writes the layout the plots read
+    newer = {**regression_evaluation(), "schema": 2}  # written by a newer trainer than this reader
+    assert evaluation_plots(newer) == [] and "upgrade mltp" in evaluation_note(newer)
     one_candidate = {
         **classification_evaluation(),
         "candidates": [{"params": {}, "metrics": {"accuracy": 1}}],

@@ -5,6 +5,7 @@ in the Prefect UI in headless Chromium, and `mltp models report` cards opened wi
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def artifact_page(sandbox, browser, key: str, expected: list[str], tmp_path: Pat
     [artifact] = sandbox.api(
         "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
     )
+    sources = re.findall(r"!\[[^\]]*\]\(([^)]{0,40})", artifact["data"])
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources), sources
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     try:

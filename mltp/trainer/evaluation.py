@@ -27,7 +27,7 @@ from sklearn import metrics as sk
 
 from mltp.trainer.metrics import Outputs, probabilities
 
-SCHEMA = 1
+SCHEMA = 1  # mltp/evaluation_plots.py reads this layout: change both together
 MATRIX_LABELS = 20  # the 19 most frequent actual classes and "other"
 PER_CLASS = 50
 CURVE_CLASSES = 10
