@@ -21,6 +21,7 @@ from tasks.retries import AWS_RETRIES
 REGISTERED_EVENT = "mltp.model.registered"
 
 
+@task(name="metric-history", cache_policy=NO_CACHE, **AWS_RETRIES)
 def metric_history(blocks: PlatformBlocks, version: dict[str, Any]) -> Plot | None:
     """The primary metric over the model's latest versions, the champion marked."""
     s3, bucket = blocks.client("s3"), blocks.models.bucket_name
