@@ -218,8 +218,7 @@ def _evaluation(spec: JobSpec, scored, y, outputs, classes, importance, fit_s: f
             extra_s=extra_s,
         )
     except Exception as error:
-        message = str(error).splitlines()[0] if str(error) else ""
-        message = f"{type(error).__name__}: {message}".rstrip(": ")
+        message = f"{type(error).__name__}: {_first_line(error)}".rstrip(": ")
         logger.warning("the evaluation (numbers for plots) could not be computed: %s", message, exc_info=True)
         return evaluation.failed(spec.task, source, spec.primary_metric, scored, message)
 
@@ -338,8 +337,12 @@ def run_job(
     return status
 
 
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
+
+
 def _failure(error: BaseException, kind: str) -> dict[str, Any]:
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    message = _first_line(error) or type(error).__name__
     logger.error("job failed (%s): %s", kind, message, exc_info=kind == "infrastructure")
     return {"state": "failed", "error_class": type(error).__name__, "message": message, "kind": kind}
 
